@@ -1,0 +1,294 @@
+//! An in-process registry: both traits over a map in memory.
+//!
+//! For unit tests and single-process demos: every clone of a
+//! [`MemoryRegistry`] shares one map, and nothing outside the process can see
+//! it. Registrations never lose their lease here, so their state stays
+//! [`RegistrationState::Registered`] until they are deregistered.
+//!
+//! # Examples
+//!
+//! ```
+//! use lodestar::{memory::MemoryRegistry, Discovery, Instance, Registrar};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lodestar::Error> {
+//! let registry = MemoryRegistry::new();
+//! let a = registry
+//!     .register(Instance::new("echo", "a").with_endpoint("grpc://127.0.0.1:1".parse()?))
+//!     .await?;
+//! assert_eq!(registry.get("echo").await?.len(), 1);
+//! drop(a); // dropping the handle removes the record too
+//! assert!(registry.get("echo").await?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard, Weak},
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
+    Watch, registry::Lease,
+};
+
+/// An in-process registry; see the [module docs](self).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryRegistry {
+    shared: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: u64,
+    next_owner: u64,
+    /// service -> id -> (record, owner token of the registration that wrote it)
+    services: BTreeMap<String, BTreeMap<String, (Instance, u64)>>,
+    watchers: HashMap<String, watch::Sender<Arc<Snapshot>>>,
+}
+
+/// The lease of one memory registration.
+#[derive(Debug)]
+struct MemoryLease {
+    registry: Weak<Mutex<State>>,
+    service: String,
+    id: String,
+    owner: u64,
+    state: watch::Sender<RegistrationState>,
+}
+
+// === impl MemoryRegistry ===
+
+impl MemoryRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared)
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere mid-update; the maps are
+/// still consistent enough to serve, so carry on rather than panic again.
+fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registrar for MemoryRegistry {
+    fn register(&self, instance: Instance) -> BoxFuture<'_, Result<Registration, Error>> {
+        Box::pin(async move {
+            instance.validate()?;
+            let owner = {
+                let mut state = self.lock();
+                state.next_owner += 1;
+                let owner = state.next_owner;
+                state.insert(instance.clone(), owner);
+                owner
+            };
+            let (tx, rx) = watch::channel(RegistrationState::Registered);
+            let lease = MemoryLease {
+                registry: Arc::downgrade(&self.shared),
+                service: instance.service.clone(),
+                id: instance.id.clone(),
+                owner,
+                state: tx,
+            };
+            Ok(Registration::new(instance, rx, Box::new(lease)))
+        })
+    }
+
+    fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let removed = self.lock().remove(service, id, None);
+        Box::pin(async move { Ok(removed) })
+    }
+}
+
+impl Discovery for MemoryRegistry {
+    fn watch(&self, service: &str) -> BoxFuture<'_, Result<Watch, Error>> {
+        let rx = {
+            let mut state = self.lock();
+            let snapshot = state.snapshot(service);
+            let tx = state
+                .watchers
+                .entry(service.to_string())
+                .or_insert_with(|| watch::channel(snapshot).0);
+            tx.subscribe()
+        };
+        Box::pin(async move { Ok(Watch::new(rx, None)) })
+    }
+
+    fn get(&self, service: &str) -> BoxFuture<'_, Result<Snapshot, Error>> {
+        let snapshot = Snapshot::clone(&self.lock().snapshot(service));
+        Box::pin(async move { Ok(snapshot) })
+    }
+
+    fn services(&self) -> BoxFuture<'_, Result<BTreeMap<String, usize>, Error>> {
+        let services = self
+            .lock()
+            .services
+            .iter()
+            .map(|(name, instances)| (name.clone(), instances.len()))
+            .collect();
+        Box::pin(async move { Ok(services) })
+    }
+}
+
+// === impl State ===
+
+impl State {
+    fn snapshot(&self, service: &str) -> Arc<Snapshot> {
+        let instances = self
+            .services
+            .get(service)
+            .map(|m| m.values().map(|(i, _)| i.clone()).collect())
+            .unwrap_or_default();
+        Arc::new(Snapshot::new(service, self.revision, instances, 0))
+    }
+
+    fn insert(&mut self, instance: Instance, owner: u64) {
+        let service = instance.service.clone();
+        self.services
+            .entry(service.clone())
+            .or_default()
+            .insert(instance.id.clone(), (instance, owner));
+        self.changed(&service);
+    }
+
+    /// Removes `service`/`id` if it is there and, when `owner` is given, was
+    /// written by that owner (a later registration of the same id is not
+    /// removed by an older handle).
+    fn remove(&mut self, service: &str, id: &str, owner: Option<u64>) -> bool {
+        let Some(instances) = self.services.get_mut(service) else {
+            return false;
+        };
+        let owned = instances
+            .get(id)
+            .is_some_and(|(_, o)| owner.is_none_or(|owner| owner == *o));
+        if !owned {
+            return false;
+        }
+        instances.remove(id);
+        if instances.is_empty() {
+            self.services.remove(service);
+        }
+        self.changed(service);
+        true
+    }
+
+    fn changed(&mut self, service: &str) {
+        self.revision += 1;
+        let snapshot = self.snapshot(service);
+        if let Some(tx) = self.watchers.get(service) {
+            tx.send_replace(snapshot);
+            if tx.receiver_count() == 0 {
+                self.watchers.remove(service);
+            }
+        }
+    }
+}
+
+// === impl MemoryLease ===
+
+impl MemoryLease {
+    fn remove(&self) {
+        if let Some(shared) = self.registry.upgrade() {
+            lock(&shared).remove(&self.service, &self.id, Some(self.owner));
+        }
+        self.state.send_replace(RegistrationState::Deregistered);
+    }
+}
+
+impl Lease for MemoryLease {
+    fn deregister(self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
+        // Drop does the work.
+        drop(self);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(id: &str) -> Instance {
+        Instance::new("echo", id).with_endpoint("grpc://127.0.0.1:1".parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn watch_sees_register_and_deregister() {
+        let r = MemoryRegistry::new();
+        let mut w = r.watch("echo").await.unwrap();
+        assert!(w.next().await.unwrap().is_empty());
+        let a = r.register(inst("a")).await.unwrap();
+        let b = r.register(inst("b")).await.unwrap();
+        assert_eq!(a.state(), RegistrationState::Registered);
+        let snap = w.next().await.unwrap();
+        assert_eq!(snap.len(), 2);
+        let state = a.subscribe();
+        a.deregister().await.unwrap();
+        assert_eq!(*state.borrow(), RegistrationState::Deregistered);
+        let snap = w.next().await.unwrap();
+        assert_eq!(snap.instances()[0].id, "b");
+        assert!(snap.revision() > 2);
+        drop(b);
+        assert!(w.next().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_instances_are_refused() {
+        let r = MemoryRegistry::new();
+        let err = r.register(Instance::new("echo", "a")).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInstance(_)), "{err}");
+        assert!(r.services().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_old_handle_does_not_remove_a_newer_registration() {
+        let r = MemoryRegistry::new();
+        let old = r.register(inst("a")).await.unwrap();
+        let new = r.register(inst("a").with_version("v2")).await.unwrap();
+        drop(old);
+        let snap = r.get("echo").await.unwrap();
+        assert_eq!(snap.instances()[0].version, "v2");
+        drop(new);
+        assert!(r.get("echo").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn services_and_admin_deregister() {
+        let r = MemoryRegistry::new();
+        let _a = r.register(inst("a")).await.unwrap();
+        let _b =
+            r.register(Instance::new("other", "b").with_endpoint("grpc://h:2".parse().unwrap()));
+        let _b = _b.await.unwrap();
+        let services = r.services().await.unwrap();
+        assert_eq!(services.get("echo"), Some(&1));
+        assert_eq!(services.get("other"), Some(&1));
+        assert!(r.deregister("echo", "a").await.unwrap());
+        assert!(!r.deregister("echo", "a").await.unwrap());
+        assert!(!r.services().await.unwrap().contains_key("echo"));
+    }
+
+    #[tokio::test]
+    async fn services_do_not_leak_into_each_other() {
+        let r = MemoryRegistry::new();
+        let mut w = r.watch("svc").await.unwrap();
+        let _x = r
+            .register(Instance::new("svc2", "x").with_endpoint("grpc://h:1".parse().unwrap()))
+            .await
+            .unwrap();
+        assert!(w.next().await.unwrap().is_empty());
+        assert!(w.latest().is_empty());
+    }
+}
