@@ -1,1 +1,435 @@
-//! placeholder
+//! The etcd backend of lodestar: registration under a lease kept alive, and
+//! discovery by prefix get + watch.
+//!
+//! [`EtcdRegistry`] implements both [`Registrar`] and [`Discovery`]:
+//!
+//! - **Register**: one lease per registry (TTL [`EtcdConfig::ttl`], default
+//!   10 s) kept alive about every third of the TTL; each instance is a key
+//!   under it. When the lease is lost (etcd restarted or lost its data, a cut
+//!   longer than the TTL) a new one is granted and every record put again,
+//!   with capped, jittered backoff, until it succeeds: it never gives up.
+//!   [`Registration::deregister`] deletes the record at once.
+//! - **Discover**: a prefix get gives a snapshot at revision R, a watch from
+//!   R+1 follows it. Prefixes always end in `/` (`svc` never matches `svc2`).
+//!   A dropped connection keeps the last snapshot in force and resumes from
+//!   the last revision seen; a compacted revision or an etcd that lost its
+//!   data is re-listed. Records that do not parse are skipped, counted and
+//!   warned about once; they never crash the watch or hide the good ones.
+//!
+//! Two key layouts are supported ([`KeyLayout`]): lodestar's own, and the one
+//! of etcd's Go naming package, so grpc-go clients and lodestar find each
+//! other's services.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use lodestar::{Discovery, Instance, Registrar};
+//! use lodestar_etcd::EtcdRegistry;
+//!
+//! # async fn run() -> Result<(), lodestar::Error> {
+//! let etcd = EtcdRegistry::connect("etcd://127.0.0.1:2379".parse()?).await?;
+//! let registration = etcd
+//!     .register(Instance::new("echo", "echo-1").with_endpoint("grpc://127.0.0.1:50051".parse()?))
+//!     .await?;
+//!
+//! let mut watch = etcd.watch("echo").await?;
+//! while let Some(snapshot) = watch.next().await {
+//!     println!("{} instances at revision {}", snapshot.len(), snapshot.revision());
+//! #   break;
+//! }
+//! registration.deregister().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Registration::deregister`]: lodestar::Registration::deregister
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod layout;
+mod session;
+mod watch;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use lodestar::{
+    BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
+    Watch, registry::Lease,
+};
+use tokio::{
+    sync::{mpsc, oneshot, watch as state},
+    time::{Instant, timeout, timeout_at},
+};
+
+pub use config::{DEFAULT_PREFIX, EtcdConfig, KeyLayout, TlsConfig};
+pub use etcd_client;
+
+use crate::{layout::Layout, session::Command};
+
+/// An etcd registry; see the [crate docs](crate). Cheap to clone: clones
+/// share one connection and one lease session.
+#[derive(Clone)]
+pub struct EtcdRegistry {
+    shared: Shared,
+    session: Arc<Mutex<Option<mpsc::UnboundedSender<Command>>>>,
+    owners: Arc<AtomicU64>,
+}
+
+/// What the registry's tasks share.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) config: Arc<EtcdConfig>,
+    pub(crate) layout: Layout,
+}
+
+/// The lease of one etcd registration (a key in the session's lease).
+#[derive(Debug)]
+struct EtcdLease {
+    key: String,
+    owner: u64,
+    session: Option<mpsc::UnboundedSender<Command>>,
+}
+
+// === impl EtcdRegistry ===
+
+impl EtcdRegistry {
+    /// Connects to etcd and checks that it answers within
+    /// [`EtcdConfig::connect_timeout`]; an unreachable etcd is an
+    /// [`Error::Unreachable`] naming the addresses.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, Error> {
+        let options = connect_options(&config)?;
+        let unreachable = |source: lodestar::BoxError| Error::Unreachable {
+            registry: config.display_endpoints(),
+            source,
+        };
+        let connect = Client::connect(&config.endpoints, Some(options));
+        let mut client = match timeout(config.connect_timeout, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(unreachable(e.into())),
+            Err(_) => {
+                return Err(unreachable(
+                    format!("no answer within {:?}", config.connect_timeout).into(),
+                ));
+            }
+        };
+        match timeout(config.connect_timeout, client.status()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unreachable(e.into())),
+            Err(_) => {
+                return Err(unreachable(
+                    format!("no answer within {:?}", config.connect_timeout).into(),
+                ));
+            }
+        }
+        Ok(Self {
+            shared: Shared {
+                client,
+                layout: Layout::new(&config),
+                config: Arc::new(config),
+            },
+            session: Arc::default(),
+            owners: Arc::default(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.shared.config
+    }
+
+    /// The underlying etcd client, for what lodestar does not cover.
+    pub fn client(&self) -> Client {
+        self.shared.client.clone()
+    }
+
+    fn session(&self) -> mpsc::UnboundedSender<Command> {
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        session
+            .get_or_insert_with(|| session::Session::spawn(self.shared.clone()))
+            .clone()
+    }
+
+    async fn range(
+        &self,
+        prefix: String,
+        options: GetOptions,
+    ) -> Result<etcd_client::GetResponse, Error> {
+        let options = options.with_prefix();
+        self.shared
+            .call(|mut c| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { c.get(prefix, Some(options)).await }
+            })
+            .await
+    }
+
+    async fn remove(&self, service: &str, id: &str) -> Result<bool, Error> {
+        let response = self
+            .range(
+                self.shared.layout.service_prefix(service),
+                GetOptions::new(),
+            )
+            .await?;
+        // Match on the decoded id: in the Go layout the key holds the address.
+        let Some(kv) = response.kvs().iter().find(|kv| {
+            kv.key_str().is_ok_and(|key| {
+                self.shared.layout.split_key(key) == Some((service, id))
+                    || self
+                        .shared
+                        .layout
+                        .decode(service, key, kv.value())
+                        .is_ok_and(|i| i.id == id)
+            })
+        }) else {
+            return Ok(false);
+        };
+        // Revoking the owner's lease removes the record at once; a live owner
+        // notices and registers again, as with bilibili discovery's cancel.
+        let (lease, key) = (kv.lease(), kv.key().to_vec());
+        if lease != 0 {
+            let revoked = self
+                .shared
+                .call(|mut c| async move { c.lease_revoke(lease).await })
+                .await;
+            match revoked {
+                Err(e) if !is_lease_gone(&e) => return Err(e),
+                _ => {}
+            }
+        } else {
+            self.shared
+                .call(|mut c| {
+                    let key = key.clone();
+                    async move { c.delete(key, None).await }
+                })
+                .await?;
+        }
+        Ok(true)
+    }
+}
+
+fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, Error> {
+    // HTTP/2 pings notice a dead peer that never closed the connection (a
+    // network cut), so keep-alives and watches fail over instead of hanging.
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(config.connect_timeout)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    if let Some((user, password)) = &config.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &config.tls {
+        options = with_tls(options, tls)?;
+    }
+    Ok(options)
+}
+
+#[cfg(feature = "tls")]
+fn with_tls(options: ConnectOptions, tls: &TlsConfig) -> Result<ConnectOptions, Error> {
+    use etcd_client::{Certificate, Identity, TlsOptions};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))
+    };
+    let mut options_tls = TlsOptions::new();
+    if let Some(ca) = &tls.ca {
+        options_tls = options_tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let Some((cert, key)) = &tls.identity {
+        options_tls = options_tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(domain) = &tls.domain {
+        options_tls = options_tls.domain_name(domain.clone());
+    }
+    Ok(options.with_tls(options_tls))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(_: ConnectOptions, _: &TlsConfig) -> Result<ConnectOptions, Error> {
+    Err(Error::Config(
+        "TLS requested but lodestar-etcd was built without its `tls` feature".into(),
+    ))
+}
+
+impl fmt::Debug for EtcdRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdRegistry")
+            .field("endpoints", &self.shared.config.endpoints)
+            .field("prefix", &self.shared.config.prefix)
+            .field("layout", &self.shared.config.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registrar for EtcdRegistry {
+    fn register(&self, instance: Instance) -> BoxFuture<'_, Result<Registration, Error>> {
+        Box::pin(async move {
+            instance.validate()?;
+            let (key, value) = self.shared.layout.encode(&instance);
+            let owner = self.owners.fetch_add(1, Ordering::Relaxed);
+            let (state_tx, state_rx) = state::channel(RegistrationState::Registered);
+            let (reply, replied) = oneshot::channel();
+            let session = self.session();
+            let command = Command::Register {
+                key: key.clone(),
+                value,
+                owner,
+                state: state_tx,
+                reply,
+            };
+            session
+                .send(command)
+                .map_err(|_| Error::Closed("etcd session"))?;
+            replied.await.map_err(|_| Error::Closed("etcd session"))??;
+            let lease = EtcdLease {
+                key,
+                owner,
+                session: Some(session),
+            };
+            Ok(Registration::new(instance, state_rx, Box::new(lease)))
+        })
+    }
+
+    fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let (service, id) = (service.to_string(), id.to_string());
+        Box::pin(async move { self.remove(&service, &id).await })
+    }
+}
+
+impl Discovery for EtcdRegistry {
+    fn watch(&self, service: &str) -> BoxFuture<'_, Result<Watch, Error>> {
+        let service = service.to_string();
+        Box::pin(async move { watch::start(self.shared.clone(), &service).await })
+    }
+
+    fn get(&self, service: &str) -> BoxFuture<'_, Result<Snapshot, Error>> {
+        let service = service.to_string();
+        Box::pin(async move { watch::get(&self.shared, &service).await })
+    }
+
+    fn services(&self) -> BoxFuture<'_, Result<BTreeMap<String, usize>, Error>> {
+        Box::pin(async move {
+            let prefix = self.shared.layout.services_prefix();
+            let response = self
+                .range(prefix, GetOptions::new().with_keys_only())
+                .await?;
+            let mut services = BTreeMap::new();
+            for kv in response.kvs() {
+                if let Some((service, _)) = kv
+                    .key_str()
+                    .ok()
+                    .and_then(|k| self.shared.layout.split_key(k))
+                {
+                    *services.entry(service.to_string()).or_insert(0) += 1;
+                }
+            }
+            Ok(services)
+        })
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Runs one unary request within the request timeout, retrying while
+    /// etcd is unavailable: with several members, the client may pick a dead
+    /// one (the request was then never sent, so retrying is safe).
+    pub(crate) async fn call<T, F, Fut>(&self, mut request: F) -> Result<T, Error>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match timeout_at(deadline, request(self.client.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if is_unavailable(&e) && Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(Err(e)) => return Err(self.request_error(e)),
+                Err(_) => return Err(self.timeout()),
+            }
+        }
+    }
+
+    pub(crate) fn request_error(&self, e: etcd_client::Error) -> Error {
+        Error::Request {
+            registry: self.config.display_endpoints(),
+            source: e.into(),
+        }
+    }
+
+    pub(crate) fn timeout(&self) -> Error {
+        Error::Timeout {
+            registry: self.config.display_endpoints(),
+            timeout: self.config.request_timeout,
+        }
+    }
+}
+
+fn is_unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether etcd said the lease does not exist.
+pub(crate) fn is_lease_gone(e: &Error) -> bool {
+    session::error_chain(e).contains("lease not found")
+}
+
+// === impl EtcdLease ===
+
+impl Lease for EtcdLease {
+    fn deregister(mut self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
+        let session = self.session.take();
+        let (key, owner) = (std::mem::take(&mut self.key), self.owner);
+        Box::pin(async move {
+            let Some(session) = session else {
+                return Ok(());
+            };
+            let (reply, replied) = oneshot::channel();
+            let command = Command::Deregister {
+                key,
+                owner,
+                reply: Some(reply),
+            };
+            session
+                .send(command)
+                .map_err(|_| Error::Closed("etcd session"))?;
+            replied.await.map_err(|_| Error::Closed("etcd session"))?
+        })
+    }
+}
+
+impl Drop for EtcdLease {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let command = Command::Deregister {
+                key: std::mem::take(&mut self.key),
+                owner: self.owner,
+                reply: None,
+            };
+            let _ = session.send(command);
+        }
+    }
+}

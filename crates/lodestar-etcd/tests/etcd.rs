@@ -1,0 +1,394 @@
+//! The etcd backend against real etcd processes: registration, discovery and
+//! every fault the backend claims to survive.
+
+use std::time::Duration;
+
+use lodestar::{Discovery, Error, Instance, Registrar, RegistrationState, Watch};
+use lodestar_etcd::{EtcdConfig, EtcdRegistry, etcd_client::GetOptions};
+use lodestar_test_support::{EtcdCluster, EtcdNode, TcpProxy, eventually, free_port};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn instance(service: &str, id: &str, port: u16) -> Instance {
+    Instance::new(service, id)
+        .with_version("v1")
+        .with_endpoint(format!("grpc://127.0.0.1:{port}").parse().unwrap())
+        .with_metadata("zone", "z1")
+}
+
+async fn connect(url: &str) -> EtcdRegistry {
+    EtcdRegistry::connect(url.parse().unwrap()).await.unwrap()
+}
+
+async fn connect_ttl(url: &str, ttl: &str) -> EtcdRegistry {
+    let url = if url.contains('?') {
+        format!("{url}&ttl={ttl}")
+    } else {
+        format!("{url}?ttl={ttl}")
+    };
+    connect(&url).await
+}
+
+fn ids(watch: &Watch) -> Vec<String> {
+    watch
+        .latest()
+        .instances()
+        .iter()
+        .map(|i| i.id.clone())
+        .collect()
+}
+
+async fn wait_ids(what: &str, watch: &Watch, expected: &[&str]) {
+    eventually(what, PATIENCE, || async { ids(watch) == expected }).await;
+}
+
+/// Keys under the lodestar prefix, read with a client of its own.
+async fn keys(registry: &EtcdRegistry) -> Vec<String> {
+    let mut client = registry.client();
+    let response = client
+        .get(
+            "/lodestar/",
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .unwrap();
+    response
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn register_discover_deregister() {
+    let etcd = EtcdNode::start().await;
+    let registry = connect(&etcd.url()).await;
+    let mut watch = registry.watch("echo").await.unwrap();
+    assert!(watch.next().await.unwrap().is_empty());
+
+    let a = registry.register(instance("echo", "a", 1)).await.unwrap();
+    let b = registry.register(instance("echo", "b", 2)).await.unwrap();
+    assert_eq!(a.state(), RegistrationState::Registered);
+    wait_ids("a and b", &watch, &["a", "b"]).await;
+    let snapshot = watch.latest();
+    assert_eq!(snapshot.instance("a").unwrap(), &instance("echo", "a", 1));
+    assert!(snapshot.revision() > 0);
+
+    let got = registry.get("echo").await.unwrap();
+    assert_eq!(got.instances(), snapshot.instances());
+    assert_eq!(registry.services().await.unwrap().get("echo"), Some(&2));
+
+    a.deregister().await.unwrap();
+    wait_ids("a removed", &watch, &["b"]).await;
+    // Dropping a handle removes its record too (and, as the last one, the lease).
+    drop(b);
+    wait_ids("b removed", &watch, &[]).await;
+    eventually("no key left", PATIENCE, || async {
+        keys(&registry).await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_service_prefix_never_matches_a_longer_name() {
+    let etcd = EtcdNode::start().await;
+    let registry = connect(&etcd.url()).await;
+    let watch = registry.watch("svc").await.unwrap();
+    let _svc2 = registry.register(instance("svc2", "x", 1)).await.unwrap();
+    let _svc = registry.register(instance("svc", "y", 2)).await.unwrap();
+    wait_ids("svc's own instance", &watch, &["y"]).await;
+    assert_eq!(registry.get("svc").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_unreachable_etcd_is_named() {
+    let etcd = EtcdNode::start().await;
+    let registry = connect(&etcd.url()).await;
+    let err = registry
+        .register(Instance::new("echo", "no-endpoint"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInstance(_)), "{err}");
+
+    let port = free_port();
+    let url = format!("etcd://127.0.0.1:{port}?connect_timeout=500ms");
+    let err = EtcdRegistry::connect(url.parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_values_are_skipped_and_counted_never_fatal() {
+    let etcd = EtcdNode::start().await;
+    let registry = connect(&etcd.url()).await;
+    let _good = registry
+        .register(instance("echo", "good", 1))
+        .await
+        .unwrap();
+    let mut client = registry.client();
+    client
+        .put("/lodestar/services/echo/junk", "{not json", None)
+        .await
+        .unwrap();
+    let elsewhere = instance("echo", "other-id", 2).to_json();
+    client
+        .put("/lodestar/services/echo/mismatch", elsewhere, None)
+        .await
+        .unwrap();
+
+    let watch = registry.watch("echo").await.unwrap();
+    assert_eq!(ids(&watch), ["good"]);
+    assert_eq!(watch.latest().skipped(), 2);
+
+    // More garbage while watching, then a good record: the watch carries on.
+    client
+        .put("/lodestar/services/echo/bin", vec![0xff, 0xfe], None)
+        .await
+        .unwrap();
+    let _late = registry
+        .register(instance("echo", "late", 3))
+        .await
+        .unwrap();
+    wait_ids("the late instance", &watch, &["good", "late"]).await;
+    assert_eq!(watch.latest().skipped(), 3);
+
+    // Fixing a bad value brings it in.
+    client
+        .put(
+            "/lodestar/services/echo/junk",
+            instance("echo", "junk", 4).to_json(),
+            None,
+        )
+        .await
+        .unwrap();
+    wait_ids("the fixed record", &watch, &["good", "junk", "late"]).await;
+    assert_eq!(watch.latest().skipped(), 2);
+}
+
+#[tokio::test]
+async fn etcd_restarted_empty_the_registrar_re_registers_and_watchers_see_it() {
+    let mut etcd = EtcdNode::start().await;
+    let registry = connect_ttl(&etcd.url(), "2s").await;
+    let watcher = connect(&etcd.url()).await;
+    let registration = registry.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = watcher.watch("echo").await.unwrap();
+    wait_ids("a", &watch, &["a"]).await;
+
+    let mut states = registration.subscribe();
+    etcd.restart_empty().await;
+
+    eventually("the record back in the new etcd", PATIENCE, || async {
+        keys(&registry).await == ["/lodestar/services/echo/a"]
+    })
+    .await;
+    eventually("the registration registered again", PATIENCE, || async {
+        registration.state() == RegistrationState::Registered
+    })
+    .await;
+    // It went through a lost lease on the way.
+    assert!(states.has_changed().unwrap());
+    let _ = states.borrow_and_update();
+    wait_ids("watchers see it again", &watch, &["a"]).await;
+
+    // And the watch is live on the new etcd, not stuck on the old revision.
+    let _b = registry.register(instance("echo", "b", 2)).await.unwrap();
+    wait_ids("a new instance after the reset", &watch, &["a", "b"]).await;
+}
+
+#[tokio::test]
+async fn etcd_down_watchers_keep_their_last_snapshot_and_resume() {
+    let mut etcd = EtcdNode::start().await;
+    let registry = connect(&etcd.url()).await;
+    let _a = registry.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = registry.watch("echo").await.unwrap();
+    assert_eq!(ids(&watch), ["a"]);
+
+    etcd.kill();
+    let err = registry.get("echo").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Request { .. } | Error::Timeout { .. }),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ids(&watch), ["a"], "the last snapshot stays in force");
+
+    etcd.restart().await;
+    let _b = registry.register(instance("echo", "b", 2)).await;
+    let _b = _b.unwrap();
+    wait_ids("a change after etcd came back", &watch, &["a", "b"]).await;
+}
+
+#[tokio::test]
+async fn a_watch_resumes_after_a_cut_and_re_lists_after_compaction() {
+    let etcd = EtcdNode::start().await;
+    let proxy = TcpProxy::start(etcd.client_addr()).await;
+    let direct = connect(&etcd.url()).await;
+    let through_proxy = connect(&format!("etcd://{}", proxy.addr())).await;
+    let _a = direct.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = through_proxy.watch("echo").await.unwrap();
+    assert_eq!(ids(&watch), ["a"]);
+
+    // A plain cut: changes made meanwhile arrive once it heals.
+    proxy.cut();
+    let b = direct.register(instance("echo", "b", 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ids(&watch), ["a"]);
+    proxy.restore();
+    wait_ids("b after the cut", &watch, &["a", "b"]).await;
+
+    // A cut during which etcd compacts past the watcher's revision.
+    proxy.cut();
+    b.deregister().await.unwrap();
+    let _c = direct.register(instance("echo", "c", 3)).await.unwrap();
+    let mut client = direct.client();
+    let revision = client
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client.compact(revision, None).await.unwrap();
+    proxy.restore();
+    wait_ids("the view after compaction", &watch, &["a", "c"]).await;
+}
+
+#[tokio::test]
+async fn a_cut_longer_than_the_ttl_loses_the_lease_and_registers_again() {
+    let etcd = EtcdNode::start().await;
+    let proxy = TcpProxy::start(etcd.client_addr()).await;
+    let observer = connect(&etcd.url()).await;
+    let registry = connect_ttl(&format!("etcd://{}", proxy.addr()), "2s").await;
+    let registration = registry.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = observer.watch("echo").await.unwrap();
+    assert_eq!(ids(&watch), ["a"]);
+
+    proxy.cut();
+    wait_ids("the lease expired during the cut", &watch, &[]).await;
+    eventually(
+        "the registration to say it is retrying",
+        PATIENCE,
+        || async { matches!(registration.state(), RegistrationState::Retrying { .. }) },
+    )
+    .await;
+
+    proxy.restore();
+    wait_ids("registered again after the cut", &watch, &["a"]).await;
+    eventually("registered state", PATIENCE, || async {
+        registration.state() == RegistrationState::Registered
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_registration_outlives_many_ttls() {
+    let etcd = EtcdNode::start().await;
+    let registry = connect_ttl(&etcd.url(), "1s").await;
+    let _a = registry.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = registry.watch("echo").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(ids(&watch), ["a"]);
+    assert_eq!(keys(&registry).await, ["/lodestar/services/echo/a"]);
+}
+
+#[tokio::test]
+async fn three_node_cluster_loses_its_leader_with_a_registration_and_a_watch_live() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let registry = connect_ttl(&cluster.url(), "2s").await;
+    let registration = registry.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = registry.watch("echo").await.unwrap();
+    assert_eq!(ids(&watch), ["a"]);
+
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    cluster.wait_for_leader().await;
+
+    // Longer than the TTL: the lease must have been kept alive meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(registry.get("echo").await.unwrap().len(), 1);
+    assert_eq!(ids(&watch), ["a"]);
+    eventually("registered", PATIENCE, || async {
+        registration.state() == RegistrationState::Registered
+    })
+    .await;
+
+    // The watch still follows changes.
+    let _b = registry.register(instance("echo", "b", 2)).await.unwrap();
+    wait_ids("b after the leader loss", &watch, &["a", "b"]).await;
+    cluster.restart(leader).await;
+}
+
+#[tokio::test]
+async fn admin_deregister_removes_a_record_at_once() {
+    let etcd = EtcdNode::start().await;
+    let owner = connect_ttl(&etcd.url(), "30s").await;
+    let admin = connect(&etcd.url()).await;
+    let registration = owner.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = admin.watch("echo").await.unwrap();
+    assert!(admin.deregister("echo", "a").await.unwrap());
+    assert!(!admin.deregister("echo", "nope").await.unwrap());
+    // The owner is alive: it notices and puts the record back.
+    eventually("the owner's record back", PATIENCE, || async {
+        ids(&watch) == ["a"] && registration.state() == RegistrationState::Registered
+    })
+    .await;
+    // A record nobody keeps alive (no lease) is deleted for good.
+    let mut client = admin.client();
+    client
+        .put(
+            "/lodestar/services/echo/stale",
+            instance("echo", "stale", 2).to_json(),
+            None,
+        )
+        .await
+        .unwrap();
+    wait_ids("the stale record", &watch, &["a", "stale"]).await;
+    assert!(admin.deregister("echo", "stale").await.unwrap());
+    wait_ids("gone for good", &watch, &["a"]).await;
+}
+
+#[tokio::test]
+async fn go_naming_layout_interoperates() {
+    let etcd = EtcdNode::start().await;
+    let go = connect(&format!("{}/services?layout=go", etcd.url())).await;
+    let config: EtcdConfig = format!("{}/services?layout=go", etcd.url())
+        .parse()
+        .unwrap();
+    assert_eq!(config.prefix, "services");
+
+    let _r = go.register(instance("echo", "e1", 50051)).await.unwrap();
+    let mut client = go.client();
+    let response = client
+        .get("services/echo/127.0.0.1:50051", None)
+        .await
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(response.kvs()[0].value()).unwrap();
+    assert_eq!(value["Addr"], "127.0.0.1:50051");
+    assert!(
+        value["Metadata"].is_string(),
+        "grpc-go needs null or a string"
+    );
+
+    // What a Go server registers with etcd's endpoints manager.
+    client
+        .put(
+            "services/echo/10.0.0.9:9000",
+            r#"{"Addr":"10.0.0.9:9000","Metadata":null}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let watch = go.watch("echo").await.unwrap();
+    assert_eq!(ids(&watch), ["10.0.0.9:9000", "e1"]);
+    let from_go = watch.latest().instance("10.0.0.9:9000").unwrap().clone();
+    assert_eq!(from_go.endpoint("grpc").unwrap().address(), "10.0.0.9:9000");
+    assert_eq!(
+        watch.latest().instance("e1").unwrap(),
+        &instance("echo", "e1", 50051)
+    );
+}
