@@ -1,1 +1,105 @@
-fn main() {}
+//! `lodestar`: register services, list and watch them, from the command line.
+//!
+//! See `lodestar --help`, and `docs/cli.md` in the repository.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod output;
+mod registry;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+/// Service registration and discovery for tonic and HTTP services.
+#[derive(Debug, Parser)]
+#[command(name = "lodestar", version)]
+struct Cli {
+    /// The registry: etcd://host:2379[,host:2379][/prefix][?options], or memory: (in-process, for tests and the demo).
+    #[arg(
+        long,
+        global = true,
+        env = "LODESTAR_REGISTRY",
+        default_value = registry::DEFAULT_URL,
+        value_name = "URL"
+    )]
+    registry: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register an instance and keep it alive until SIGTERM/SIGINT, then deregister it.
+    Register(cmd::register::Args),
+    /// Remove an instance from the registry now (a live owner registers again).
+    Deregister(cmd::list::DeregisterArgs),
+    /// List services and their instance counts.
+    Ls(cmd::list::LsArgs),
+    /// Show the instances of a service.
+    Get(cmd::list::GetArgs),
+    /// Follow a service: one line per instance added, updated or removed.
+    Watch(cmd::watch::Args),
+    /// Walk through registration and discovery on the in-process registry.
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lodestar: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Background tasks (watches, keep-alives) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lodestar: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Register(args) => cmd::register::run(&cli.registry, args).await,
+        Command::Deregister(args) => cmd::list::deregister(&cli.registry, args).await,
+        Command::Ls(args) => cmd::list::ls(&cli.registry, args).await,
+        Command::Get(args) => cmd::list::get(&cli.registry, args).await,
+        Command::Watch(args) => cmd::watch::run(&cli.registry, args).await,
+        Command::Demo(args) => cmd::demo::run(args).await,
+    }
+}
+
+/// Logs go to stderr; `LODESTAR_LOG` takes a tracing filter (e.g. `debug`).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LODESTAR_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("warn,lodestar=info,lodestar_etcd=info,lodestar_cli=info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

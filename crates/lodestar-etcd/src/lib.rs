@@ -122,7 +122,7 @@ impl EtcdRegistry {
         let connect = Client::connect(&config.endpoints, Some(options));
         let mut client = match timeout(config.connect_timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(unreachable(e.into())),
+            Ok(Err(e)) => return Err(unreachable(concise(e))),
             Err(_) => {
                 return Err(unreachable(
                     format!("no answer within {:?}", config.connect_timeout).into(),
@@ -131,7 +131,7 @@ impl EtcdRegistry {
         };
         match timeout(config.connect_timeout, client.status()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(unreachable(e.into())),
+            Ok(Err(e)) => return Err(unreachable(concise(e))),
             Err(_) => {
                 return Err(unreachable(
                     format!("no answer within {:?}", config.connect_timeout).into(),
@@ -372,7 +372,7 @@ impl Shared {
     pub(crate) fn request_error(&self, e: etcd_client::Error) -> Error {
         Error::Request {
             registry: self.config.display_endpoints(),
-            source: e.into(),
+            source: concise(e),
         }
     }
 
@@ -382,6 +382,26 @@ impl Shared {
             timeout: self.config.request_timeout,
         }
     }
+}
+
+/// etcd-client's errors print tonic's whole debug form; people need the
+/// gRPC message and the root cause ("tcp connect error: Connection refused").
+fn concise(e: etcd_client::Error) -> lodestar::BoxError {
+    let etcd_client::Error::GRpcStatus(status) = &e else {
+        return e.into();
+    };
+    let mut text = status.message().to_string();
+    let mut root: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(cause) = root.and_then(std::error::Error::source) {
+        root = Some(cause);
+    }
+    if let Some(cause) = root {
+        text = format!("{text}: {cause}");
+    }
+    if text.is_empty() {
+        text = format!("gRPC status {:?}", status.code());
+    }
+    text.into()
 }
 
 fn is_unavailable(e: &etcd_client::Error) -> bool {

@@ -1,0 +1,97 @@
+//! `lodestar register`: a registration sidecar for a service in any language.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use lodestar::{Endpoint, Instance, RegistrationState};
+
+use crate::{cmd::shutdown_signal, registry};
+
+/// Flags of `lodestar register`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The service name clients look up.
+    #[arg(long, short)]
+    service: String,
+    /// This instance's id, unique within the service.
+    #[arg(long)]
+    id: String,
+    /// Where the instance listens, scheme://host:port (repeat for several).
+    #[arg(long = "endpoint", short, required = true, value_name = "URL")]
+    endpoints: Vec<Endpoint>,
+    /// The version clients may pin to.
+    #[arg(long, default_value = "")]
+    version: String,
+    /// Metadata as key=value (repeat); well-known keys: color, weight, zone.
+    #[arg(long = "meta", short, value_name = "KEY=VALUE", value_parser = parse_meta)]
+    metadata: Vec<(String, String)>,
+    /// Lease TTL in seconds: how long the record outlives a crashed process.
+    #[arg(long, value_name = "SECS", value_parser = parse_ttl)]
+    ttl: Option<Duration>,
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) if secs >= 1 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "expected a whole number of seconds, at least 1, got {s:?}"
+        )),
+    }
+}
+
+/// Registers, logs state changes until SIGTERM/SIGINT, deregisters.
+pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
+    let mut instance = Instance::new(args.service, args.id).with_version(args.version);
+    instance.endpoints = args.endpoints;
+    instance.metadata.extend(args.metadata);
+    instance.validate()?;
+
+    let registry = registry::connect(url, args.ttl).await?;
+    let name = format!("{}/{}", instance.service, instance.id);
+    let registration = registry
+        .registrar
+        .register(instance)
+        .await
+        .with_context(|| format!("registering {name}"))?;
+    eprintln!("lodestar: registered {name} in {url}; SIGTERM or Ctrl-C deregisters it");
+
+    let mut states = registration.subscribe();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let signal = loop {
+        tokio::select! {
+            signal = &mut signal => break signal?,
+            changed = states.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the registration of {name} stopped unexpectedly");
+                }
+                let state = states.borrow_and_update().clone();
+                log_state(&name, &state);
+            }
+        }
+    };
+    registration
+        .deregister()
+        .await
+        .with_context(|| format!("deregistering {name} after {signal}"))?;
+    eprintln!("lodestar: {signal}: deregistered {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_state(name: &str, state: &RegistrationState) {
+    match state {
+        RegistrationState::Registered => eprintln!("lodestar: {name} registered again"),
+        RegistrationState::Retrying { attempt, error } => {
+            eprintln!("lodestar: {name} lost its registration (attempt {attempt}): {error}")
+        }
+        RegistrationState::Deregistered => eprintln!("lodestar: {name} deregistered"),
+        other => eprintln!("lodestar: {name}: {other:?}"),
+    }
+}
