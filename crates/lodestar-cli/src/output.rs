@@ -116,8 +116,8 @@ mod tests {
         let text = table(&[instance_header(), instance_row(&instance)]);
         assert_eq!(
             text,
-            "ID  VERSION  ENDPOINTS            COLOR  WEIGHT  ZONE  METADATA\n\
-             a   -        grpc://127.0.0.1:1   blue   100     -     team=core\n"
+            "ID  VERSION  ENDPOINTS           COLOR  WEIGHT  ZONE  METADATA\n\
+             a   -        grpc://127.0.0.1:1  blue   100     -     team=core\n"
         );
     }
 }
