@@ -1,1 +1,118 @@
-fn main() {}
+//! `cargo xtask`: the project's task runner.
+//!
+//! Run it through the cargo alias defined in `.cargo/config.toml`:
+//!
+//! ```text
+//! cargo xtask test [ARGS...]    # install tools if needed, fmt, clippy, test
+//! cargo xtask demo [ARGS...]    # run `lodestar demo`
+//! cargo xtask bench [ARGS...]   # run every benchmark
+//! cargo xtask setup             # only make sure protoc and etcd are present
+//! cargo xtask help              # list the commands
+//! ```
+//!
+//! `cargo xtask test` is the single command that runs every check on a
+//! fresh machine; CI runs it through `.ci/run`. The task runner uses only the
+//! standard library so that it builds quickly and never needs `protoc`
+//! itself.
+
+#![warn(missing_docs)]
+
+mod cargo;
+mod cli;
+mod tools;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::process::ExitCode;
+
+use cli::Command;
+use tools::ToolSet;
+
+/// Why a task stopped: the exit code to leave with and, usually, a message
+/// explaining what went wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The process exit code (never 0).
+    pub code: u8,
+    /// Printed to stderr (prefixed with `xtask: `) before exiting.
+    pub message: Option<String>,
+}
+
+impl Failure {
+    /// A failure with exit code 1 and the given message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: Some(message.into()),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(message) => write!(f, "{message} (exit code {})", self.code),
+            None => write!(f, "exit code {}", self.code),
+        }
+    }
+}
+
+/// The result of every task.
+pub type Outcome = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let command = match cli::parse(args) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("xtask: {error}\n");
+            eprint!("{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match run(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if let Some(message) = &failure.message {
+                eprintln!("xtask: {message}");
+            }
+            ExitCode::from(failure.code.max(1))
+        }
+    }
+}
+
+/// Runs one parsed command.
+fn run(command: Command) -> Outcome {
+    match command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Setup => {
+            let found = tools::ensure(ToolSet::All)?;
+            let present: Vec<String> = found
+                .tools
+                .iter()
+                .map(|t| format!("{} ({})", t.name, t.version))
+                .collect();
+            println!("xtask: setup complete: {} present", present.join(", "));
+            Ok(())
+        }
+        Command::Test(extra) => {
+            cargo::header("ensure tools (protoc, etcd)");
+            let found = tools::ensure(ToolSet::All)?;
+            cargo::run_steps(&cargo::test_steps(&extra), &found.env)
+        }
+        Command::Demo(extra) => {
+            cargo::header("ensure tools (protoc)");
+            let found = tools::ensure(ToolSet::ProtocOnly)?;
+            cargo::run_steps(&[cargo::demo_step(&extra)], &found.env)
+        }
+        Command::Bench(extra) => {
+            cargo::header("ensure tools (protoc, etcd)");
+            let found = tools::ensure(ToolSet::All)?;
+            println!("xtask: benchmark figures are printed by each bench as it runs (below)");
+            cargo::run_steps(&[cargo::bench_step(&extra)], &found.env)
+        }
+    }
+}

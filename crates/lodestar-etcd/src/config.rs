@@ -255,13 +255,13 @@ mod tests {
     #[test]
     fn parses_a_full_url() {
         let c: EtcdConfig =
-            "etcd://root:s3cret@a:1,b:2/p/q/?layout=lodestar&ttl=500ms&connect_timeout=1&timeout=2s&ca=/ca.pem&cert=/c.pem&key=/k.pem&domain=etcd.local"
+            "etcd://root:s3cret@a:1,b:2/p/q/?layout=lodestar&ttl=2500ms&connect_timeout=1&timeout=2s&ca=/ca.pem&cert=/c.pem&key=/k.pem&domain=etcd.local"
                 .parse()
                 .unwrap();
         assert_eq!(c.endpoints, ["a:1", "b:2"]);
         assert_eq!(c.prefix, "/p/q");
         assert_eq!(c.user, Some(("root".into(), "s3cret".into())));
-        assert_eq!(c.ttl, Duration::from_millis(500));
+        assert_eq!(c.ttl, Duration::from_millis(2500));
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
         assert_eq!(c.request_timeout, Duration::from_secs(2));
         let tls = c.tls.unwrap();
@@ -290,6 +290,7 @@ mod tests {
             "etcd://h:1,",
             "etcd://h:1?ttl=fast",
             "etcd://h:1?ttl=0",
+            "etcd://h:1?ttl=500ms",
             "etcd://h:1?ttl=-3",
             "etcd://h:1?layout=zk",
             "etcd://h:1?colour=red",

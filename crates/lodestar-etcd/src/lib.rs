@@ -62,7 +62,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -97,6 +97,9 @@ pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) config: Arc<EtcdConfig>,
     pub(crate) layout: Layout,
+    /// The session's live lease, 0 when none: lets `register` put directly
+    /// instead of going through the session task (one round trip, no hops).
+    pub(crate) live_lease: Arc<AtomicI64>,
 }
 
 /// The lease of one etcd registration (a key in the session's lease).
@@ -143,6 +146,7 @@ impl EtcdRegistry {
                 client,
                 layout: Layout::new(&config),
                 config: Arc::new(config),
+                live_lease: Arc::default(),
             },
             session: Arc::default(),
             owners: Arc::default(),
@@ -178,6 +182,21 @@ impl EtcdRegistry {
                 async move { c.get(prefix, Some(options)).await }
             })
             .await
+    }
+
+    /// Puts a record under the live lease from the caller's task; `false`
+    /// if that lease is gone (the session then does the work).
+    async fn put_fast(&self, key: &str, value: &str, lease: i64) -> Result<bool, Error> {
+        let put = self.shared.call(|mut c| {
+            let (key, value) = (key.to_string(), value.to_string());
+            let options = etcd_client::PutOptions::new().with_lease(lease);
+            async move { c.put(key, value, Some(options)).await }
+        });
+        match put.await {
+            Ok(_) => Ok(true),
+            Err(e) if is_lease_gone(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn remove(&self, service: &str, id: &str) -> Result<bool, Error> {
@@ -283,8 +302,27 @@ impl Registrar for EtcdRegistry {
             let (key, value) = self.shared.layout.encode(&instance);
             let owner = self.owners.fetch_add(1, Ordering::Relaxed);
             let (state_tx, state_rx) = state::channel(RegistrationState::Registered);
-            let (reply, replied) = oneshot::channel();
             let session = self.session();
+            let lease = self.shared.live_lease.load(Ordering::Acquire);
+            if lease != 0 && self.put_fast(&key, &value, lease).await? {
+                let command = Command::Adopt {
+                    key: key.clone(),
+                    value,
+                    owner,
+                    state: state_tx,
+                    lease,
+                };
+                session
+                    .send(command)
+                    .map_err(|_| Error::Closed("etcd session"))?;
+                let lease = EtcdLease {
+                    key,
+                    owner,
+                    session: Some(session),
+                };
+                return Ok(Registration::new(instance, state_rx, Box::new(lease)));
+            }
+            let (reply, replied) = oneshot::channel();
             let command = Command::Register {
                 key: key.clone(),
                 value,

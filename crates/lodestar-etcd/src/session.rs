@@ -19,7 +19,7 @@
 //!
 //! [`EtcdRegistry`]: crate::EtcdRegistry
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp};
 use lodestar::{Error, RegistrationState, backoff::Backoff};
@@ -43,6 +43,14 @@ pub(crate) enum Command {
         owner: u64,
         state: watch::Sender<RegistrationState>,
         reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// A record the caller already put under `lease` (the fast path).
+    Adopt {
+        key: String,
+        value: String,
+        owner: u64,
+        state: watch::Sender<RegistrationState>,
+        lease: i64,
     },
     Deregister {
         key: String,
@@ -71,7 +79,7 @@ struct Live {
 enum Lease {
     /// No record, no lease.
     Idle,
-    Live(Live),
+    Live(Box<Live>),
     /// Keep-alives failed or the lease is gone; the next attempt is due at
     /// `retry_at`. `id` is the old lease, worth resuming if etcd still has it.
     Lost {
@@ -143,6 +151,13 @@ impl Session {
                 let result = self.register(key, value, owner, state).await;
                 let _ = reply.send(result);
             }
+            Command::Adopt {
+                key,
+                value,
+                owner,
+                state,
+                lease,
+            } => self.adopt(key, value, owner, state, lease).await,
             Command::Deregister { key, owner, reply } => {
                 let result = self.deregister(&key, owner).await;
                 if let Some(reply) = reply {
@@ -184,6 +199,37 @@ impl Session {
             self.insert(key, value, owner, state);
         }
         result
+    }
+
+    /// Takes over a record put by the caller under `lease`, making sure it
+    /// ends up under the lease that is live now.
+    async fn adopt(
+        &mut self,
+        key: String,
+        value: String,
+        owner: u64,
+        state: watch::Sender<RegistrationState>,
+        lease: i64,
+    ) {
+        self.insert(key.clone(), value.clone(), owner, state);
+        match &self.lease {
+            Lease::Live(live) if live.id == lease => {}
+            // The lease changed since the caller read it: put it again.
+            Lease::Live(live) => {
+                let id = live.id;
+                if let Err(e) = self.put(&key, &value, id).await {
+                    let error =
+                        e.map_or_else(|| "lease not found".to_string(), |e| error_chain(&e));
+                    self.lost(Failure::Unreachable(error));
+                }
+            }
+            // Recovery puts every record, this one included.
+            Lease::Lost { .. } => {}
+            Lease::Idle => {
+                // A failure is retried with backoff; the state says so.
+                let _ = self.establish().await;
+            }
+        }
     }
 
     fn insert(
@@ -254,13 +300,14 @@ impl Session {
         match keep_alive.await {
             Ok((keeper, stream)) => {
                 let ttl = self.shared.config.ttl;
-                self.lease = Lease::Live(Live {
+                self.shared.live_lease.store(id, Ordering::Release);
+                self.lease = Lease::Live(Box::new(Live {
                     id,
                     keeper,
                     stream,
                     next_keepalive: Instant::now() + ttl / 3,
                     expires: Instant::now() + ttl,
-                });
+                }));
                 self.backoff.reset();
                 self.set_state(RegistrationState::Registered);
                 Ok(())
@@ -300,6 +347,7 @@ impl Session {
 
     /// Records a failed attempt and schedules the next one.
     fn failed(&mut self, id: Option<i64>, error: Error) -> Result<(), Error> {
+        self.shared.live_lease.store(0, Ordering::Release);
         let text = error_chain(&error);
         let attempt = self.backoff.attempt() + 1;
         self.lease = Lease::Lost {
@@ -317,6 +365,7 @@ impl Session {
     }
 
     fn lost(&mut self, failure: Failure) {
+        self.shared.live_lease.store(0, Ordering::Release);
         let old = std::mem::replace(&mut self.lease, Lease::Idle);
         let Lease::Live(live) = old else { return };
         let (id, error) = match failure {
@@ -362,6 +411,7 @@ impl Session {
 
     /// Revokes the lease (deleting every key under it) and goes idle.
     async fn revoke(&mut self) -> Result<(), Error> {
+        self.shared.live_lease.store(0, Ordering::Release);
         let id = match std::mem::replace(&mut self.lease, Lease::Idle) {
             Lease::Live(live) => live.id,
             Lease::Lost { id: Some(id), .. } => id,

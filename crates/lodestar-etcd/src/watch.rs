@@ -29,7 +29,7 @@ struct View {
 }
 
 /// key -> the record, or the mod revision of a value that did not parse.
-type Entries = BTreeMap<String, Result<Instance, i64>>;
+type Entries = BTreeMap<String, Result<Arc<Instance>, i64>>;
 
 /// Why a watch stream stopped.
 enum Stop {
@@ -60,7 +60,12 @@ impl View {
             .collect();
         let skipped = self.entries.values().filter(|e| e.is_err()).count();
         let revision = u64::try_from(self.revision).unwrap_or_default();
-        Arc::new(Snapshot::new(&self.service, revision, instances, skipped))
+        Arc::new(Snapshot::from_shared(
+            &self.service,
+            revision,
+            instances,
+            skipped,
+        ))
     }
 
     /// Replaces the view with a fresh list of the prefix.
@@ -98,6 +103,7 @@ impl View {
         let entry = shared
             .layout
             .decode(&self.service, key, kv.value())
+            .map(Arc::new)
             .map_err(|e| {
                 let revision = kv.mod_revision();
                 let known = old.unwrap_or(&self.entries);

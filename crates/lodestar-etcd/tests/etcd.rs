@@ -392,3 +392,27 @@ async fn go_naming_layout_interoperates() {
         &instance("echo", "e1", 50051)
     );
 }
+
+#[tokio::test]
+async fn registering_while_the_lease_is_lost_still_lands_under_a_live_lease() {
+    let mut etcd = EtcdNode::start().await;
+    let registry = connect_ttl(&etcd.url(), "2s").await;
+    let _a = registry.register(instance("echo", "a", 1)).await.unwrap();
+    // etcd forgets the lease; the session may not have noticed yet, so this
+    // registration starts on the fast path with a dead lease.
+    etcd.restart_empty().await;
+    let b = registry.register(instance("echo", "b", 2)).await;
+    let b = match b {
+        Ok(b) => b,
+        // The connection may still be re-dialling; a retry must succeed.
+        Err(_) => registry.register(instance("echo", "b", 2)).await.unwrap(),
+    };
+    eventually("both records under a live lease", PATIENCE, || async {
+        keys(&registry).await == ["/lodestar/services/echo/a", "/lodestar/services/echo/b"]
+    })
+    .await;
+    // Still there after several TTLs: the lease they are under is kept alive.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(keys(&registry).await.len(), 2);
+    assert_eq!(b.state(), RegistrationState::Registered);
+}

@@ -33,7 +33,9 @@ pub trait Discovery: Send + Sync + fmt::Debug {
 pub struct Snapshot {
     service: String,
     revision: u64,
-    instances: Vec<Instance>,
+    /// Shared with the backend's view, so a new snapshot of a large service
+    /// costs reference counts, not copies of every record.
+    instances: Vec<Arc<Instance>>,
     skipped: usize,
 }
 
@@ -70,9 +72,21 @@ impl Snapshot {
     pub fn new(
         service: impl Into<String>,
         revision: u64,
-        mut instances: Vec<Instance>,
+        instances: Vec<Instance>,
         skipped: usize,
     ) -> Self {
+        let instances = instances.into_iter().map(Arc::new).collect();
+        Self::from_shared(service, revision, instances, skipped)
+    }
+
+    /// Like [`Snapshot::new`], from records the caller keeps shared.
+    pub fn from_shared(
+        service: impl Into<String>,
+        revision: u64,
+        mut instances: Vec<Arc<Instance>>,
+        skipped: usize,
+    ) -> Self {
+        // Usually sorted already (backends keep ordered maps): then linear.
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         instances.dedup_by(|a, b| a.id == b.id);
         Self {
@@ -95,7 +109,7 @@ impl Snapshot {
     }
 
     /// The instances, sorted by id.
-    pub fn instances(&self) -> &[Instance] {
+    pub fn instances(&self) -> &[Arc<Instance>] {
         &self.instances
     }
 
@@ -104,7 +118,7 @@ impl Snapshot {
         self.instances
             .binary_search_by(|i| i.id.as_str().cmp(id))
             .ok()
-            .map(|at| &self.instances[at])
+            .map(|at| &*self.instances[at])
     }
 
     /// How many records of this service were in the registry but could not
@@ -125,19 +139,21 @@ impl Snapshot {
 
     /// What changed from `older` to `self`, in id order.
     pub fn changes(&self, older: &Snapshot) -> Vec<Change> {
-        let before: BTreeMap<&str, &Instance> =
+        let before: BTreeMap<&str, &Arc<Instance>> =
             older.instances.iter().map(|i| (i.id.as_str(), i)).collect();
         let mut changes = Vec::new();
         for new in &self.instances {
             match before.get(new.id.as_str()) {
-                None => changes.push(Change::Add(new.clone())),
-                Some(old) if *old != new => changes.push(Change::Update(new.clone())),
+                None => changes.push(Change::Add(Instance::clone(new))),
+                Some(old) if !Arc::ptr_eq(old, new) && old != &new => {
+                    changes.push(Change::Update(Instance::clone(new)))
+                }
                 Some(_) => {}
             }
         }
         for old in &older.instances {
             if self.instance(&old.id).is_none() {
-                changes.push(Change::Remove(old.clone()));
+                changes.push(Change::Remove(Instance::clone(old)));
             }
         }
         changes

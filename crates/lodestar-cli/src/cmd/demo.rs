@@ -62,7 +62,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     tokio::time::sleep(pause).await;
     let snapshot = registry.get("echo").await?;
     let mut rows = vec![output::instance_header()];
-    rows.extend(snapshot.instances().iter().map(output::instance_row));
+    rows.extend(snapshot.instances().iter().map(|i| output::instance_row(i)));
     outln!("{}", indent(&output::table(&rows)).trim_end());
 
     outln!("3. echo-a shuts down cleanly: it deregisters, and leaves at once");

@@ -75,7 +75,7 @@ pub(crate) async fn get(url: &str, args: GetArgs) -> anyhow::Result<ExitCode> {
         eprintln!("lodestar: no instance of {} in {url}", args.service);
     } else {
         let mut rows = vec![output::instance_header()];
-        rows.extend(snapshot.instances().iter().map(output::instance_row));
+        rows.extend(snapshot.instances().iter().map(|i| output::instance_row(i)));
         outln!("{}", output::table(&rows).trim_end());
     }
     if snapshot.skipped() > 0 {

@@ -1,0 +1,305 @@
+//! Making sure the external tools are present: `protoc` (needed to build the
+//! `etcd-client` crate) and the `etcd` server (3.4+, used by the integration
+//! tests).
+//!
+//! A tool is looked up through its override variable (`PROTOC`, `ETCD_BIN`)
+//! first, then on `PATH`. A missing tool is installed with `apt-get` when
+//! that exists and we are root or passwordless `sudo` works; otherwise the
+//! task fails with a message saying how to install it by hand (see [`apt`]).
+//! The decisions are pure functions ([`plan_install`], [`apt::apt_argv`],
+//! [`lookup`], [`parse_etcd_version`]) so they can be unit-tested without
+//! touching the machine.
+
+use std::env;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::Failure;
+
+mod apt;
+
+use apt::{Apt, Blocker, Plan, Privilege, detect_privilege, plan_install};
+
+/// Which tools a task needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolSet {
+    /// `protoc` and `etcd`.
+    All,
+    /// Only `protoc`.
+    ProtocOnly,
+}
+
+/// An external tool and how to get it.
+#[derive(Debug)]
+pub struct Spec {
+    /// The executable's name on `PATH`.
+    pub name: &'static str,
+    /// The variable that names the executable explicitly; exported to child
+    /// cargo commands once the tool is found.
+    pub env_var: &'static str,
+    /// The Debian package that provides it.
+    pub package: &'static str,
+    /// What to do by hand when it cannot be installed automatically.
+    pub manual: &'static str,
+    /// The oldest acceptable `(major, minor)` version, if checked.
+    pub min_version: Option<(u32, u32)>,
+}
+
+/// The protobuf compiler.
+pub const PROTOC: Spec = Spec {
+    name: "protoc",
+    env_var: "PROTOC",
+    package: "protobuf-compiler",
+    manual: "install protoc (Debian/Ubuntu package `protobuf-compiler`) and put it on PATH, \
+             or set PROTOC=/path/to/protoc",
+    min_version: None,
+};
+
+/// The etcd server.
+pub const ETCD: Spec = Spec {
+    name: "etcd",
+    env_var: "ETCD_BIN",
+    package: "etcd-server",
+    manual: "install etcd >= 3.4 (Debian/Ubuntu package `etcd-server`) and put it on PATH, \
+             or set ETCD_BIN=/path/to/etcd",
+    min_version: Some((3, 4)),
+};
+
+/// A tool that is present and works.
+#[derive(Debug, Clone)]
+pub struct FoundTool {
+    /// The tool's name, e.g. `protoc`.
+    pub name: &'static str,
+    /// Its version, as reported by `--version`.
+    pub version: String,
+}
+
+/// Everything [`ensure`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The tools, in the order they were checked.
+    pub tools: Vec<FoundTool>,
+    /// Variables to set for child commands (`PROTOC`, `ETCD_BIN`).
+    pub env: Vec<(&'static str, PathBuf)>,
+}
+
+/// Parses `etcd --version` output (`etcd Version: 3.4.23`) into
+/// `(major, minor, patch)`.
+pub fn parse_etcd_version(output: &str) -> Option<(u32, u32, u32)> {
+    let rest = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("etcd Version:"))?;
+    let mut parts = rest.trim().split('.').map(|p| {
+        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// Whether `version` is at least `min`.
+pub fn meets_minimum(version: (u32, u32, u32), min: (u32, u32)) -> bool {
+    (version.0, version.1) >= min
+}
+
+/// Finds an executable named `name` in the directories of `path`.
+pub fn find_on_path(name: &OsStr, path: &OsStr) -> Option<PathBuf> {
+    env::split_paths(path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// Whether `path` is a file we may execute.
+pub fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+/// Where a tool is, or why it is not usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Found at this absolute path.
+    Found(PathBuf),
+    /// Not found anywhere.
+    Missing,
+    /// The override variable names something that is not an executable.
+    BadOverride(String),
+}
+
+/// Looks a tool up: the override variable (a path, or a bare name searched
+/// on `PATH`) wins; otherwise the tool's name on `PATH`.
+pub fn lookup(spec: &Spec, override_value: Option<OsString>, path: Option<&OsStr>) -> Lookup {
+    let path = path.unwrap_or_default();
+    if let Some(value) = override_value.filter(|v| !v.is_empty()) {
+        let as_path = Path::new(&value);
+        let resolved = if as_path.components().count() > 1 || as_path.is_absolute() {
+            Some(as_path.to_path_buf()).filter(|p| is_executable(p))
+        } else {
+            find_on_path(&value, path)
+        };
+        return match resolved {
+            Some(p) => Lookup::Found(std::path::absolute(&p).unwrap_or(p)),
+            None => Lookup::BadOverride(format!(
+                "{var}={} is not an executable file; point {var} at a working {} \
+                 or unset it to search PATH",
+                as_path.display(),
+                spec.name,
+                var = spec.env_var,
+            )),
+        };
+    }
+    match find_on_path(OsStr::new(spec.name), path) {
+        Some(p) => Lookup::Found(std::path::absolute(&p).unwrap_or(p)),
+        None => Lookup::Missing,
+    }
+}
+
+/// Runs `<tool> --version` and returns the version to report, checking the
+/// minimum version if the tool has one.
+fn probe_version(spec: &Spec, path: &Path) -> Result<String, Failure> {
+    let out = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            Failure::new(format!(
+                "could not run `{} --version`: {e}; {}",
+                path.display(),
+                spec.manual
+            ))
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(Failure::new(format!(
+            "`{} --version` failed: {}; {}",
+            path.display(),
+            text.trim(),
+            spec.manual
+        )));
+    }
+    let first_line = text.lines().map(str::trim).find(|l| !l.is_empty());
+    let first_line = first_line.unwrap_or("unknown version").to_string();
+    let Some(min) = spec.min_version else {
+        return Ok(first_line);
+    };
+    match parse_etcd_version(&text) {
+        Some(v) if meets_minimum(v, min) => Ok(format!("{}.{}.{}", v.0, v.1, v.2)),
+        Some(v) => Err(Failure::new(format!(
+            "{} at {} is version {}.{}.{}, older than {}.{}; {}",
+            spec.name,
+            path.display(),
+            v.0,
+            v.1,
+            v.2,
+            min.0,
+            min.1,
+            spec.manual
+        ))),
+        None => {
+            println!(
+                "xtask: warning: could not read a version from `{} --version` ({first_line}); \
+                 assuming it is recent enough",
+                path.display()
+            );
+            Ok(first_line)
+        }
+    }
+}
+
+/// Makes sure the tools in `set` are present, installing missing ones with
+/// apt-get when possible, and reports their versions.
+pub fn ensure(set: ToolSet) -> Result<Found, Failure> {
+    let specs: &[&Spec] = match set {
+        ToolSet::All => &[&PROTOC, &ETCD],
+        ToolSet::ProtocOnly => &[&PROTOC],
+    };
+    let path_var = env::var_os("PATH");
+    let mut apt: Option<Apt> = None;
+    let mut found = Found::default();
+    for spec in specs {
+        let path = match lookup(spec, env::var_os(spec.env_var), path_var.as_deref()) {
+            Lookup::Found(p) => p,
+            Lookup::BadOverride(message) => return Err(Failure::new(message)),
+            Lookup::Missing => install(spec, path_var.as_deref(), &mut apt)?,
+        };
+        let version = probe_version(spec, &path)?;
+        println!("xtask: {} {version} ({})", spec.name, path.display());
+        found.env.push((spec.env_var, path));
+        found.tools.push(FoundTool {
+            name: spec.name,
+            version,
+        });
+    }
+    Ok(found)
+}
+
+/// Installs a missing tool and returns where it now is.
+fn install(
+    spec: &Spec,
+    path_var: Option<&OsStr>,
+    apt: &mut Option<Apt>,
+) -> Result<PathBuf, Failure> {
+    let path = path_var.unwrap_or_default();
+    let has_apt = find_on_path(OsStr::new("apt-get"), path).is_some();
+    let plan = match apt {
+        Some(apt) => Plan::Install { sudo: apt.sudo },
+        None if has_apt => plan_install(false, true, detect_privilege()),
+        None => plan_install(false, false, Privilege::None),
+    };
+    match plan {
+        // Nothing to install: just look again below.
+        Plan::UsePresent => {}
+        Plan::Manual(blocker) => {
+            let why = match blocker {
+                Blocker::NoAptGet => "apt-get is not available",
+                Blocker::NoPrivilege => "not running as root and `sudo -n` is not allowed",
+            };
+            return Err(Failure::new(format!(
+                "{} not found and cannot install package `{}` automatically ({why}): {}",
+                spec.name, spec.package, spec.manual
+            )));
+        }
+        Plan::Install { sudo } => {
+            println!(
+                "xtask: {} not found; installing {} with apt-get{}",
+                spec.name,
+                spec.package,
+                if sudo { " (via sudo -n)" } else { "" }
+            );
+            let apt = apt.get_or_insert_with(|| Apt::new(sudo));
+            apt.install(spec.package).map_err(|e| {
+                Failure::new(format!(
+                    "installing package `{}` failed: {e}; {}",
+                    spec.package, spec.manual
+                ))
+            })?;
+        }
+    }
+    find_on_path(OsStr::new(spec.name), path).ok_or_else(|| {
+        Failure::new(format!(
+            "installed package `{}` but `{}` is still not on PATH; {}",
+            spec.package, spec.name, spec.manual
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests;
