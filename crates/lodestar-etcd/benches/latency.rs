@@ -1,6 +1,9 @@
 //! Register -> visible to a watching client, side by side with etcd's own
 //! put -> watch latency (the physical floor), on one local etcd.
 //!
+//! The floor does what etcd's Go naming package does, with a raw client: a
+//! put under a lease, seen by a prefix watch with previous values.
+//!
 //! Each round measures the floor and lodestar back to back, so both see the
 //! same machine noise. Three workloads:
 //!
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use lodestar::{Discovery, Instance, Registrar, Watch};
 use lodestar_etcd::{
     EtcdRegistry,
-    etcd_client::{Client, EventType, WatchOptions, WatchStream},
+    etcd_client::{Client, EventType, PutOptions, WatchOptions, WatchStream},
 };
 use lodestar_test_support::EtcdNode;
 
@@ -45,9 +48,10 @@ async fn floor(
     value: &str,
     put: bool,
 ) -> Duration {
+    let lease = PutOptions::new().with_lease(*FLOOR_LEASE.get().expect("granted"));
     let start = Instant::now();
     if put {
-        client.put(key, value, None).await.unwrap();
+        client.put(key, value, Some(lease)).await.unwrap();
     } else {
         client.delete(key, None).await.unwrap();
     }
@@ -65,6 +69,9 @@ async fn floor(
         }
     }
 }
+
+/// The floor's lease, granted once and long enough for the whole run.
+static FLOOR_LEASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
 
 struct Stats(Vec<Duration>);
 
@@ -108,9 +115,14 @@ async fn main() {
     let mut raw = registrar.client();
     let mut raw_stream = watcher
         .client()
-        .watch("/floor/", Some(WatchOptions::new().with_prefix()))
+        .watch(
+            "/floor/",
+            Some(WatchOptions::new().with_prefix().with_prev_key()),
+        )
         .await
         .unwrap();
+    let lease = raw.lease_grant(3600, None).await.unwrap().id();
+    FLOOR_LEASE.set(lease).expect("set once");
     let mut watch = watcher.watch("bench").await.unwrap();
     let value = instance("x").to_json();
 

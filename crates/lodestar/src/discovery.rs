@@ -86,9 +86,11 @@ impl Snapshot {
         mut instances: Vec<Arc<Instance>>,
         skipped: usize,
     ) -> Self {
-        // Usually sorted already (backends keep ordered maps): then linear.
-        instances.sort_by(|a, b| a.id.cmp(&b.id));
-        instances.dedup_by(|a, b| a.id == b.id);
+        // Backends keep ordered maps, so this is usually one linear check.
+        if !instances.is_sorted_by(|a, b| a.id < b.id) {
+            instances.sort_by(|a, b| a.id.cmp(&b.id));
+            instances.dedup_by(|a, b| a.id == b.id);
+        }
         Self {
             service: service.into(),
             revision,

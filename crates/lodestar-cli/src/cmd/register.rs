@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use lodestar::{Endpoint, Instance, RegistrationState};
 
-use crate::{cmd::shutdown_signal, registry};
+use crate::{cmd::Shutdown, registry};
 
 /// Flags of `lodestar register`.
 #[derive(Debug, clap::Args)]
@@ -53,6 +53,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     instance.metadata.extend(args.metadata);
     instance.validate()?;
 
+    let mut shutdown = Shutdown::new()?;
     let registry = registry::connect(url, args.ttl).await?;
     let name = format!("{}/{}", instance.service, instance.id);
     let registration = registry
@@ -63,11 +64,9 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     eprintln!("lodestar: registered {name} in {url}; SIGTERM or Ctrl-C deregisters it");
 
     let mut states = registration.subscribe();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
     let signal = loop {
         tokio::select! {
-            signal = &mut signal => break signal?,
+            signal = shutdown.recv() => break signal,
             changed = states.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the registration of {name} stopped unexpectedly");

@@ -6,7 +6,7 @@ use anyhow::Context;
 use lodestar::{Change, Snapshot};
 
 use crate::output::outln;
-use crate::{cmd::shutdown_signal, output, registry};
+use crate::{cmd::Shutdown, output, registry};
 
 /// Flags of `lodestar watch`.
 #[derive(Debug, clap::Args)]
@@ -21,22 +21,18 @@ pub(crate) struct Args {
 /// Prints the instances there are as `add`s, then every change, until
 /// SIGTERM/SIGINT.
 pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
+    let mut shutdown = Shutdown::new()?;
     let registry = registry::connect(url, None).await?;
     let mut watch = registry
         .discovery
         .watch(&args.service)
         .await
         .with_context(|| format!("watching {}", args.service))?;
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
     let mut last = Snapshot::new(&args.service, 0, Vec::new(), 0);
     let mut first = true;
     loop {
         let snapshot = tokio::select! {
-            signal = &mut signal => {
-                signal?;
-                return Ok(ExitCode::SUCCESS);
-            }
+            _ = shutdown.recv() => return Ok(ExitCode::SUCCESS),
             snapshot = watch.next() => snapshot.context("the registry watch stopped")?,
         };
         if std::mem::take(&mut first) && !args.json {
