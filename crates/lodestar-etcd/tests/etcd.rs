@@ -416,3 +416,25 @@ async fn registering_while_the_lease_is_lost_still_lands_under_a_live_lease() {
     assert_eq!(keys(&registry).await.len(), 2);
     assert_eq!(b.state(), RegistrationState::Registered);
 }
+
+#[tokio::test]
+async fn user_and_password_are_passed_through() {
+    let etcd = EtcdNode::start().await;
+    let mut admin = connect(&etcd.url()).await.client();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.role_add("root").await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let url = etcd.url().replace("etcd://", "etcd://root:s3cret@");
+    let registry = connect(&url).await;
+    let _a = registry.register(instance("echo", "a", 1)).await.unwrap();
+    assert_eq!(registry.get("echo").await.unwrap().len(), 1);
+
+    let wrong = etcd.url().replace("etcd://", "etcd://root:wrong@");
+    let err = EtcdRegistry::connect(wrong.parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+}

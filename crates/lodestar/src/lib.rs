@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod balance;
 pub mod discovery;
 mod error;
 pub mod instance;

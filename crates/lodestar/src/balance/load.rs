@@ -1,0 +1,192 @@
+//! Per-endpoint load state: in-flight requests, a peak-EWMA latency
+//! estimate, health and outlier state.
+//!
+//! One [`Load`] per instance id lives in the balancer's map and survives
+//! rebuilds, so a new snapshot never forgets what it learnt about the
+//! endpoints that stay. Readers (the pick path) only load atomics.
+
+use std::{
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use crate::balance::clock::nanos;
+
+/// How latency estimates behave; see [`Load::cost`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ewma {
+    /// Estimate of an endpoint never measured, in nanoseconds.
+    pub(crate) default_rtt: f64,
+    /// Decay window (time constant), in nanoseconds.
+    pub(crate) tau: f64,
+}
+
+/// The shared state of one endpoint.
+#[derive(Debug)]
+pub(crate) struct Load {
+    in_flight: AtomicU32,
+    /// The RTT estimate in nanoseconds, as `f64` bits.
+    rtt: AtomicU64,
+    /// When `rtt` was last updated (clock nanoseconds).
+    stamp: AtomicU64,
+    /// Serialises estimate updates; readers never take it.
+    update: Mutex<()>,
+    tau: f64,
+    serving: AtomicBool,
+    weight_warned: AtomicBool,
+    pub(crate) failures: AtomicU32,
+    /// Clock nanoseconds until which outlier detection ejects it; 0 if not.
+    pub(crate) ejected_until: AtomicU64,
+    /// Ejections so far, multiplying the next ejection's length.
+    pub(crate) ejections: AtomicU32,
+    /// When it last came back from an ejection.
+    pub(crate) returned_at: AtomicU64,
+}
+
+// === impl Ewma ===
+
+impl Ewma {
+    pub(crate) fn new(default_rtt: Duration, decay: Duration) -> Self {
+        Self {
+            default_rtt: nanos(default_rtt) as f64,
+            tau: nanos(decay).max(1) as f64,
+        }
+    }
+}
+
+// === impl Load ===
+
+impl Load {
+    pub(crate) fn new(ewma: Ewma, now: u64) -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            rtt: AtomicU64::new(ewma.default_rtt.to_bits()),
+            stamp: AtomicU64::new(now),
+            update: Mutex::new(()),
+            tau: ewma.tau,
+            serving: AtomicBool::new(true),
+            weight_warned: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            returned_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests picked and not yet completed.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn finish(&self) {
+        // Saturating: a stray extra finish must not wrap to 4 billion.
+        let _ = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// The RTT estimate at `now`, decayed toward zero since its last update
+    /// so an idle endpoint is tried again (tower's `PeakEwma`).
+    pub(crate) fn rtt(&self, now: u64) -> f64 {
+        let rtt = f64::from_bits(self.rtt.load(Relaxed));
+        let elapsed = now.saturating_sub(self.stamp.load(Relaxed)) as f64;
+        rtt * (-elapsed / self.tau).exp()
+    }
+
+    /// Peak-EWMA cost: the RTT estimate times (in-flight + 1), as Finagle's
+    /// `PeakEwma` and tower's `balance::p2c` with `load::PeakEwma` do.
+    pub(crate) fn cost(&self, now: u64) -> f64 {
+        self.rtt(now) * f64::from(self.in_flight().saturating_add(1))
+    }
+
+    /// Folds one observed latency into the estimate: a sample above the
+    /// estimate replaces it at once (the "peak"), one below is averaged in
+    /// with a weight that grows with the time since the last update.
+    pub(crate) fn observe(&self, latency: u64, now: u64) {
+        let _guard = self.update.lock().unwrap_or_else(PoisonError::into_inner);
+        let rtt = f64::from_bits(self.rtt.load(Relaxed));
+        let sample = latency as f64;
+        let next = if sample > rtt {
+            sample
+        } else {
+            let elapsed = now.saturating_sub(self.stamp.load(Relaxed)) as f64;
+            let decay = (-elapsed / self.tau).exp();
+            rtt * decay + sample * (1.0 - decay)
+        };
+        self.rtt.store(next.to_bits(), Relaxed);
+        self.stamp.store(now, Relaxed);
+    }
+
+    /// Whether the health checker says it serves.
+    pub(crate) fn serving(&self) -> bool {
+        self.serving.load(Relaxed)
+    }
+
+    /// Records the health checker's verdict; true if it changed.
+    pub(crate) fn set_serving(&self, serving: bool) -> bool {
+        self.serving.swap(serving, Relaxed) != serving
+    }
+
+    /// Whether it is out of rotation at `now`, for either reason.
+    pub(crate) fn ejected(&self, now: u64) -> bool {
+        !self.serving() || self.ejected_until.load(Relaxed) > now
+    }
+
+    /// True the first time it is called since the weight was last valid:
+    /// an invalid weight is warned about once, not on every rebuild.
+    pub(crate) fn warn_weight(&self, invalid: bool) -> bool {
+        if invalid {
+            !self.weight_warned.swap(true, Relaxed)
+        } else {
+            self.weight_warned.store(false, Relaxed);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn load() -> Load {
+        Load::new(
+            Ewma::new(Duration::from_millis(30), Duration::from_secs(10)),
+            1,
+        )
+    }
+
+    #[test]
+    fn starts_from_the_default_rtt_and_counts_in_flight() {
+        let load = load();
+        assert_eq!(load.rtt(1), 30.0 * MS as f64);
+        load.start();
+        load.start();
+        assert_eq!(load.cost(1), 90.0 * MS as f64);
+        load.finish();
+        load.finish();
+        load.finish();
+        assert_eq!(load.in_flight(), 0);
+    }
+
+    #[test]
+    fn peaks_at_once_and_decays_slowly() {
+        let load = load();
+        load.observe(500 * MS, 1);
+        assert_eq!(load.rtt(1), 500.0 * MS as f64);
+        // A fast sample right away barely moves a peak...
+        load.observe(MS, 1 + MS);
+        assert!(load.rtt(1 + MS) > 499.0 * MS as f64);
+        // ...and an idle endpoint's estimate fades over the decay window.
+        let later = 1 + MS + 20_000 * MS;
+        assert!(load.rtt(later) < 70.0 * MS as f64);
+    }
+}
