@@ -1,16 +1,23 @@
 //! Pick and rebuild costs of the balancer.
 //!
+//! `select/<policy>/<n>`: the pick alone (choosing an endpoint and starting
+//! its load guard), single-threaded; the guards are completed off the clock
+//! in batches of 64, so up to 64 requests are in flight as in a busy client.
 //! `pick/<policy>/<n>`: one pick and its `success()` report, single-threaded.
 //! `pick_2_threads/<policy>/<n>`: the same while another thread picks from
 //! the same balancer (time per pick per thread).
 //! `rebuild/...`: a 10,000-instance snapshot swapped in.
 
-use std::{hint::black_box, sync::Arc, time::Instant};
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lodestar::{
     Instance, Snapshot,
-    balance::{Balancer, BuiltinPolicy, Route},
+    balance::{Balancer, BuiltinPolicy, Pick, Route},
 };
 
 const SIZES: [usize; 3] = [3, 100, 1000];
@@ -59,6 +66,38 @@ fn single_thread(c: &mut Criterion) {
             pick(&b, &r); // builds the lazy policy state
             group.bench_function(BenchmarkId::new(policy.name(), n), |bench| {
                 bench.iter(|| pick(&b, &r))
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Times `iters` picks, completing them untimed every `BATCH`.
+fn select_only(balancer: &Balancer, route: &Route, iters: u64) -> Duration {
+    const BATCH: u64 = 64;
+    let mut held: Vec<Pick> = Vec::with_capacity(BATCH as usize);
+    let (mut total, mut left) = (Duration::ZERO, iters);
+    while left > 0 {
+        let k = left.min(BATCH);
+        let start = Instant::now();
+        for _ in 0..k {
+            held.push(balancer.pick(route).unwrap());
+        }
+        total += start.elapsed();
+        held.drain(..).for_each(Pick::success);
+        left -= k;
+    }
+    total
+}
+
+fn select(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select");
+    for policy in BuiltinPolicy::ALL {
+        for n in SIZES {
+            let (b, r) = (balancer(policy, n), route(policy));
+            pick(&b, &r);
+            group.bench_function(BenchmarkId::new(policy.name(), n), |bench| {
+                bench.iter_custom(|iters| select_only(&b, &r, iters))
             });
         }
     }
@@ -121,5 +160,5 @@ fn rebuild(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_thread, two_threads, rebuild);
+criterion_group!(benches, select, single_thread, two_threads, rebuild);
 criterion_main!(benches);

@@ -6,10 +6,7 @@
 //! endpoints that stay. Readers (the pick path) only load atomics.
 
 use std::{
-    sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
-    },
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
     time::Duration,
 };
 
@@ -32,8 +29,6 @@ pub(crate) struct Load {
     rtt: AtomicU64,
     /// When `rtt` was last updated (clock nanoseconds).
     stamp: AtomicU64,
-    /// Serialises estimate updates; readers never take it.
-    update: Mutex<()>,
     tau: f64,
     serving: AtomicBool,
     weight_warned: AtomicBool,
@@ -65,7 +60,6 @@ impl Load {
             in_flight: AtomicU32::new(0),
             rtt: AtomicU64::new(ewma.default_rtt.to_bits()),
             stamp: AtomicU64::new(now),
-            update: Mutex::new(()),
             tau: ewma.tau,
             serving: AtomicBool::new(true),
             weight_warned: AtomicBool::new(false),
@@ -109,8 +103,11 @@ impl Load {
     /// Folds one observed latency into the estimate: a sample above the
     /// estimate replaces it at once (the "peak"), one below is averaged in
     /// with a weight that grows with the time since the last update.
+    ///
+    /// Lock-free: two samples completing at the same instant may overwrite
+    /// each other, which loses one sample of an estimate that is an average
+    /// anyway; a lock here cost more than the rest of a pick.
     pub(crate) fn observe(&self, latency: u64, now: u64) {
-        let _guard = self.update.lock().unwrap_or_else(PoisonError::into_inner);
         let rtt = f64::from_bits(self.rtt.load(Relaxed));
         let sample = latency as f64;
         let next = if sample > rtt {

@@ -83,7 +83,11 @@ impl OutlierDetection {
 
     /// Records a success: the failure streak ends.
     pub(crate) fn on_success(&self, load: &Load) {
-        load.failures.store(0, Relaxed);
+        // Read first: a store on every success would bounce the cache line
+        // between threads completing calls on the same endpoint.
+        if load.failures.load(Relaxed) != 0 {
+            load.failures.store(0, Relaxed);
+        }
     }
 
     /// Records a failure; true if it ejected the endpoint.
