@@ -1,0 +1,439 @@
+//! The balanced channel and the serve helper end to end: real etcd, real
+//! tonic servers on loopback.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use lodestar::{Discovery, Instance, balance::BuiltinPolicy};
+use lodestar_etcd::EtcdRegistry;
+use lodestar_test_support::{EtcdNode, eventually};
+use lodestar_tonic::{
+    Channel,
+    echo::{EchoReply, EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer},
+    serve,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, service::Routes};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Echo {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), serve::Error>>,
+    health: HealthReporter,
+}
+
+impl Echo {
+    /// The graceful sequence, waited for.
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// A crash: the server task and its connections are gone at once.
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+async fn registry(etcd: &EtcdNode) -> Arc<EtcdRegistry> {
+    let url = format!("{}?ttl=2s", etcd.url());
+    Arc::new(EtcdRegistry::connect(url.parse().unwrap()).await.unwrap())
+}
+
+async fn echo(registry: &Arc<EtcdRegistry>, instance: Instance) -> Echo {
+    let bound = serve::Server::builder(registry.clone(), instance)
+        .propagation_delay(Duration::from_millis(300))
+        .drain_timeout(Duration::from_secs(5))
+        .bind()
+        .await
+        .unwrap();
+    let health = bound.health();
+    let routes = Routes::new(EchoServer::new(EchoService::new(bound.instance().clone())));
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(bound.serve(routes, async {
+        let _ = stopped.await;
+    }));
+    Echo {
+        stop: Some(stop),
+        task,
+        health,
+    }
+}
+
+fn inst(id: &str, version: &str) -> Instance {
+    Instance::new("echo", id).with_version(version)
+}
+
+fn client(registry: &Arc<EtcdRegistry>, policy: BuiltinPolicy) -> EchoClient<Channel> {
+    EchoClient::new(
+        Channel::builder(registry.clone(), "echo")
+            .policy(policy)
+            .connect(),
+    )
+}
+
+fn request(headers: &[(&'static str, &str)]) -> Request<EchoRequest> {
+    let mut request = Request::new(EchoRequest {
+        message: "hi".into(),
+        delay_ms: 0,
+    });
+    for (name, value) in headers {
+        request.metadata_mut().insert(*name, value.parse().unwrap());
+    }
+    request
+}
+
+async fn say(
+    client: &mut EchoClient<Channel>,
+    headers: &[(&'static str, &str)],
+) -> Result<EchoReply, tonic::Status> {
+    client.say(request(headers)).await.map(|r| r.into_inner())
+}
+
+/// Calls until every id in `ids` has answered (all connected), bounded.
+async fn until_all_answer(client: &EchoClient<Channel>, ids: &[&str]) {
+    eventually("every instance answering", PATIENCE, || {
+        let mut client = client.clone();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..ids.len() * 20 {
+                if let Ok(reply) = say(&mut client, &[]).await {
+                    seen.insert(reply.instance);
+                }
+            }
+            ids.iter().all(|id| seen.contains(*id))
+        }
+    })
+    .await;
+}
+
+async fn count(
+    client: &mut EchoClient<Channel>,
+    n: usize,
+    headers: &[(&'static str, &str)],
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let reply = say(client, headers).await.unwrap();
+        *counts.entry(reply.instance).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly_and_p2c_uses_everyone() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let _servers = [
+        echo(&registry, inst("a", "v1")).await,
+        echo(&registry, inst("b", "v1")).await,
+        echo(&registry, inst("c", "v1")).await,
+    ];
+    let mut rr = client(&registry, BuiltinPolicy::RoundRobin);
+    until_all_answer(&rr, &["a", "b", "c"]).await;
+    let counts = count(&mut rr, 300, &[]).await;
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [100, 100, 100],
+        "{counts:?}"
+    );
+
+    let mut p2c = client(&registry, BuiltinPolicy::P2c);
+    until_all_answer(&p2c, &["a", "b", "c"]).await;
+    let counts = count(&mut p2c, 300, &[]).await;
+    assert_eq!(counts.len(), 3, "{counts:?}");
+}
+
+#[tokio::test]
+async fn version_pins_and_colour_lanes() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let _servers = [
+        echo(&registry, inst("base-1", "v1")).await,
+        echo(&registry, inst("base-2", "v2")).await,
+        echo(
+            &registry,
+            inst("blue-1", "v1").with_metadata("color", "blue"),
+        )
+        .await,
+    ];
+    let mut client = client(&registry, BuiltinPolicy::RoundRobin);
+    until_all_answer(&client, &["base-1", "base-2"]).await;
+    // Coloured instances take coloured traffic only.
+    let plain = count(&mut client, 60, &[]).await;
+    assert!(!plain.contains_key("blue-1"), "{plain:?}");
+    let blue = count(&mut client, 30, &[("lodestar-color", "blue")]).await;
+    assert_eq!(blue.keys().collect::<Vec<_>>(), ["blue-1"]);
+    // No green lane: the base lane serves it.
+    let green = count(&mut client, 30, &[("lodestar-color", "green")]).await;
+    assert!(
+        !green.contains_key("blue-1") && !green.is_empty(),
+        "{green:?}"
+    );
+    // A version pin never falls back.
+    let v2 = count(&mut client, 30, &[("lodestar-version", "v2")]).await;
+    assert_eq!(v2.keys().collect::<Vec<_>>(), ["base-2"]);
+    let err = say(&mut client, &[("lodestar-version", "v9")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message()
+            .contains("no instance of echo with version v9"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn not_serving_instances_are_ejected_and_come_back() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let a = echo(&registry, inst("a", "v1")).await;
+    let _b = echo(&registry, inst("b", "v1")).await;
+    let client = client(&registry, BuiltinPolicy::RoundRobin);
+    until_all_answer(&client, &["a", "b"]).await;
+
+    a.health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    eventually("a out of rotation", PATIENCE, || {
+        let mut client = client.clone();
+        async move { count(&mut client, 20, &[]).await.keys().collect::<Vec<_>>() == ["b"] }
+    })
+    .await;
+    a.health
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    until_all_answer(&client, &["a", "b"]).await;
+}
+
+#[tokio::test]
+async fn no_instance_fails_after_the_first_snapshot_wait_with_a_clear_error() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let channel = Channel::builder(registry.clone(), "nobody")
+        .first_snapshot_timeout(Duration::from_millis(300))
+        .connect();
+    let mut client = EchoClient::new(channel);
+    let started = tokio::time::Instant::now();
+    let err = say(&mut client, &[("lodestar-color", "blue")])
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < PATIENCE);
+    assert_eq!(err.code(), Code::Unavailable);
+    for part in ["nobody", "blue", &etcd.client_addr()] {
+        assert!(
+            err.message().contains(part),
+            "{part:?} missing from {:?}",
+            err.message()
+        );
+    }
+}
+
+/// Runs calls at concurrency `workers` until `stop`, counting outcomes.
+fn load(
+    client: &EchoClient<Channel>,
+    workers: usize,
+    stop: &Arc<AtomicBool>,
+) -> (Arc<AtomicUsize>, Arc<AtomicUsize>, Vec<JoinHandle<()>>) {
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let tasks = (0..workers)
+        .map(|_| {
+            let (mut client, stop, ok, failed) =
+                (client.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match say(&mut client, &[]).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(status) => {
+                            eprintln!("call failed: {status}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    (ok, failed, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_no_call() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let mut servers = Vec::new();
+    for id in ["a", "b", "c"] {
+        servers.push(echo(&registry, inst(id, "v1")).await);
+    }
+    let client = client(&registry, BuiltinPolicy::P2c);
+    until_all_answer(&client, &["a", "b", "c"]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, tasks) = load(&client, 8, &stop);
+    for (generation, old) in servers.drain(..).enumerate().collect::<Vec<_>>() {
+        old.shutdown().await;
+        let replacement = echo(&registry, inst(&format!("new-{generation}"), "v1")).await;
+        servers.push(replacement);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "ok: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    let snapshot = registry.get("echo").await.unwrap();
+    assert_eq!(snapshot.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_down_mid_load_loses_no_call() {
+    let mut etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let _servers = [
+        echo(&registry, inst("a", "v1")).await,
+        echo(&registry, inst("b", "v1")).await,
+    ];
+    let client = client(&registry, BuiltinPolicy::P2c);
+    until_all_answer(&client, &["a", "b"]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, tasks) = load(&client, 8, &stop);
+    etcd.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        ok.load(Ordering::Relaxed) > during,
+        "calls go on while etcd is down"
+    );
+    etcd.restart().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instance_is_routed_around() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let a = echo(&registry, inst("a", "v1")).await;
+    let _b = echo(&registry, inst("b", "v1")).await;
+    let client = client(&registry, BuiltinPolicy::RoundRobin);
+    until_all_answer(&client, &["a", "b"]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, tasks) = load(&client, 4, &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failed_at_crash = failed.load(Ordering::Relaxed);
+    // Only calls in flight on the crashed instance may fail (they may have
+    // run, so they are not retried); nothing after.
+    assert!(failed_at_crash <= 4, "{failed_at_crash} failed");
+    let before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), failed_at_crash);
+    assert!(ok.load(Ordering::Relaxed) > before);
+}
+
+/// A front service whose handler calls `echo` through a balanced channel.
+#[derive(Clone)]
+struct Front {
+    backend: EchoClient<Channel>,
+}
+
+#[tonic::async_trait]
+impl lodestar_tonic::echo::echo_server::Echo for Front {
+    async fn say(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoReply>, tonic::Status> {
+        // No colour set here: the channel takes it from the incoming call.
+        self.backend
+            .clone()
+            .say(Request::new(request.into_inner()))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn colour_propagates_through_a_two_hop_chain() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let _base = echo(&registry, inst("base", "v1")).await;
+    let _blue = echo(&registry, inst("blue", "v1").with_metadata("color", "blue")).await;
+    let backend = client(&registry, BuiltinPolicy::RoundRobin);
+    until_all_answer(&backend, &["base"]).await;
+
+    let bound = serve::Server::builder(registry.clone(), Instance::new("front", "front-1"))
+        .propagation_delay(Duration::from_millis(100))
+        .bind()
+        .await
+        .unwrap();
+    let routes = Routes::new(EchoServer::new(Front { backend }));
+    tokio::spawn(bound.serve(routes, std::future::pending()));
+    let mut front = EchoClient::new(Channel::builder(registry.clone(), "front").connect());
+
+    let reply = say(&mut front, &[("lodestar-color", "blue")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.instance.as_str(), reply.color.as_str()),
+        ("blue", "blue")
+    );
+    let reply = say(&mut front, &[]).await.unwrap();
+    assert_eq!(
+        (reply.instance.as_str(), reply.color.as_str()),
+        ("base", "")
+    );
+}
+
+#[tokio::test]
+async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let server = echo(&registry, inst("a", "v1")).await;
+    eventually("registered", PATIENCE, || async {
+        registry.get("echo").await.unwrap().len() == 1
+    })
+    .await;
+    let endpoint = registry.get("echo").await.unwrap().instances()[0]
+        .endpoint("grpc")
+        .unwrap()
+        .clone();
+    assert_eq!(endpoint.host(), "127.0.0.1");
+    assert_ne!(endpoint.port(), 0, "the real bound port is registered");
+    server.shutdown().await;
+    assert!(registry.get("echo").await.unwrap().is_empty());
+
+    // Listening on 0.0.0.0 needs an address clients can reach.
+    let err = serve::Server::builder(registry.clone(), inst("x", "v1"))
+        .listen("0.0.0.0:0".parse().unwrap())
+        .bind()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("advertise"), "{err}");
+}
