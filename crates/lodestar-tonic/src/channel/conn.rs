@@ -258,8 +258,9 @@ impl Connector {
                     let mut stream = response.into_inner();
                     while let Ok(Some(message)) = stream.message().await {
                         let serving = message.status() == ServingStatus::Serving;
-                        if self.status.serving.swap(serving, Ordering::Relaxed) != serving {
-                            tracing::info!(id = %self.id, status = ?message.status(), "health changed");
+                        let was = self.status.serving.swap(serving, Ordering::Relaxed);
+                        if was && !serving {
+                            tracing::info!(id = %self.id, status = ?message.status(), "instance reports it is not serving");
                         }
                         self.publish();
                     }

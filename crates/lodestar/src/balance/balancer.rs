@@ -164,7 +164,7 @@ impl Balancer {
             return false;
         };
         if load.set_serving(health == Health::Serving) {
-            tracing::info!(service = %state.snapshot.service(), %id, ?health, "health changed");
+            tracing::debug!(service = %state.snapshot.service(), %id, ?health, "health changed");
             self.shared.install(&state);
         }
         true

@@ -1,0 +1,281 @@
+//! The balanced channel against tonic's own channels, side by side, on the
+//! same four local echo servers (in-process registry, so only the channels
+//! differ).
+//!
+//! 1. Throughput at concurrency 64: lodestar (p2c) vs tonic's
+//!    `Channel::balance_list` over the four vs one direct tonic `Channel`.
+//! 2. p99 latency with one of four instances 50 ms slower: lodestar p2c vs
+//!    lodestar round robin vs tonic's `balance_list`, and p2c with no slow
+//!    instance as the reference.
+//! 3. Failed calls during a rolling restart of the four at steady load.
+//!
+//! `cargo bench -p lodestar-tonic --bench channel [-- SECONDS]` (default 3
+//! per measurement).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use lodestar::{Instance, Registrar, balance::BuiltinPolicy, memory::MemoryRegistry};
+use lodestar_tonic::{
+    Channel,
+    echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer},
+    serve,
+};
+use tokio::sync::oneshot;
+use tonic::{
+    service::Routes,
+    transport::{Channel as TonicChannel, Endpoint},
+};
+
+struct Server {
+    address: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), serve::Error>>,
+}
+
+async fn server(
+    registry: &Arc<MemoryRegistry>,
+    service: &str,
+    id: &str,
+    delay: Duration,
+) -> Server {
+    let bound = serve::Server::builder(registry.clone(), Instance::new(service, id))
+        .propagation_delay(Duration::from_millis(200))
+        .bind()
+        .await
+        .expect("bind");
+    let address = bound.local_addr().to_string();
+    let echo = EchoService::new(bound.instance().clone()).with_delay(delay);
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(bound.serve(Routes::new(EchoServer::new(echo)), async {
+        let _ = stopped.await;
+    }));
+    Server {
+        address,
+        stop,
+        task,
+    }
+}
+
+impl Server {
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Calls at `concurrency` for `time`; returns (ok, failed, latencies).
+async fn drive<T>(
+    client: EchoClient<T>,
+    concurrency: usize,
+    time: Duration,
+) -> (u64, u64, Vec<Duration>)
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::ResponseBody: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+    T::Error: Into<tonic::codegen::StdError>,
+{
+    let deadline = Instant::now() + time;
+    let failed = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (mut client, failed) = (client.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let start = Instant::now();
+                    let request = EchoRequest {
+                        message: "x".into(),
+                        delay_ms: 0,
+                    };
+                    match client.say(request).await {
+                        Ok(_) => latencies.push(start.elapsed()),
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("worker"));
+    }
+    latencies.sort();
+    (
+        latencies.len() as u64,
+        failed.load(Ordering::Relaxed),
+        latencies,
+    )
+}
+
+fn p99(latencies: &[Duration]) -> Duration {
+    latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+async fn lodestar_client(
+    registry: &Arc<MemoryRegistry>,
+    service: &str,
+    policy: BuiltinPolicy,
+    warm: usize,
+) -> EchoClient<Channel> {
+    let client = EchoClient::new(
+        Channel::builder(registry.clone(), service)
+            .policy(policy)
+            .connect(),
+    );
+    // Until every instance is connected.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..1000 {
+        if let Ok(reply) = client
+            .clone()
+            .say(EchoRequest {
+                message: "warm".into(),
+                delay_ms: 0,
+            })
+            .await
+        {
+            seen.insert(reply.into_inner().instance);
+        }
+        if seen.len() == warm {
+            break;
+        }
+    }
+    client
+}
+
+async fn tonic_balanced(addresses: &[String]) -> EchoClient<TonicChannel> {
+    let endpoints = addresses
+        .iter()
+        .map(|a| Endpoint::from_shared(format!("http://{a}")).expect("endpoint"));
+    EchoClient::new(TonicChannel::balance_list(endpoints))
+}
+
+async fn tonic_direct(address: &str) -> EchoClient<TonicChannel> {
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    EchoClient::new(channel)
+}
+
+async fn throughput(registry: &Arc<MemoryRegistry>, time: Duration) {
+    let mut servers = Vec::new();
+    for i in 0..4 {
+        servers.push(server(registry, "fast", &format!("fast-{i}"), Duration::ZERO).await);
+    }
+    let addresses: Vec<String> = servers.iter().map(|s| s.address.clone()).collect();
+    let ours = lodestar_client(registry, "fast", BuiltinPolicy::P2c, 4).await;
+    let balanced = tonic_balanced(&addresses).await;
+    let direct = tonic_direct(&addresses[0]).await;
+    let (mut l, mut b, mut d) = (0.0, 0.0, 0.0);
+    // Two interleaved rounds so all three see the same machine noise.
+    for _ in 0..2 {
+        l += drive(ours.clone(), 64, time).await.0 as f64 / time.as_secs_f64();
+        b += drive(balanced.clone(), 64, time).await.0 as f64 / time.as_secs_f64();
+        d += drive(direct.clone(), 64, time).await.0 as f64 / time.as_secs_f64();
+    }
+    let (l, b, d) = (l / 2.0, b / 2.0, d / 2.0);
+    println!(
+        "throughput c=64, 4 instances: lodestar p2c {l:.0}/s | tonic balance_list {b:.0}/s | tonic direct {d:.0}/s | lodestar/balance_list {:.2}x, lodestar/direct {:.2}x",
+        l / b,
+        l / d
+    );
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+async fn slow_instance(registry: &Arc<MemoryRegistry>, time: Duration) {
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(server(registry, "mixed", &format!("ok-{i}"), Duration::ZERO).await);
+    }
+    servers.push(server(registry, "mixed", "slow", Duration::from_millis(50)).await);
+    for i in 0..4 {
+        servers.push(server(registry, "even", &format!("even-{i}"), Duration::ZERO).await);
+    }
+    let addresses: Vec<String> = servers[..4].iter().map(|s| s.address.clone()).collect();
+    let reference = lodestar_client(registry, "even", BuiltinPolicy::P2c, 4).await;
+    let p2c = lodestar_client(registry, "mixed", BuiltinPolicy::P2c, 4).await;
+    let rr = lodestar_client(registry, "mixed", BuiltinPolicy::RoundRobin, 4).await;
+    let balanced = tonic_balanced(&addresses).await;
+    let c = 16;
+    let base = p99(&drive(reference, c, time).await.2);
+    let p2c = p99(&drive(p2c, c, time).await.2);
+    let rr = p99(&drive(rr, c, time).await.2);
+    let tonic = p99(&drive(balanced, c, time).await.2);
+    println!(
+        "p99, one of 4 instances +50 ms, c={c}: lodestar p2c {p2c:.1?} | lodestar round robin {rr:.1?} | tonic balance_list {tonic:.1?} | p2c with no slow instance {base:.1?} | p2c/reference {:.2}x",
+        p2c.as_secs_f64() / base.as_secs_f64()
+    );
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+async fn rolling_restart(registry: &Arc<MemoryRegistry>) {
+    let mut servers = Vec::new();
+    for i in 0..4 {
+        servers.push(server(registry, "rolling", &format!("gen0-{i}"), Duration::ZERO).await);
+    }
+    let client = lodestar_client(registry, "rolling", BuiltinPolicy::P2c, 4).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let (o, f, _) = drive(client.clone(), 16, Duration::from_millis(200)).await;
+                ok += o;
+                failed += f;
+            }
+            (ok, failed)
+        })
+    };
+    for i in 0..4 {
+        let old = servers.remove(0);
+        old.shutdown().await;
+        servers.push(server(registry, "rolling", &format!("gen1-{i}"), Duration::ZERO).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.await.expect("load");
+    println!("rolling restart of 4 instances at c=16: {ok} calls ok, {failed} failed");
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3.0);
+    let time = Duration::from_secs_f64(secs);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let registry = Arc::new(MemoryRegistry::new());
+        let _keep: &dyn Registrar = registry.as_ref();
+        throughput(&registry, time).await;
+        slow_instance(&registry, time).await;
+        rolling_restart(&registry).await;
+    });
+}
