@@ -17,6 +17,9 @@ pub(crate) struct Layout {
     prefix: String,
 }
 
+/// Where the Go layout keeps subscriber records.
+const SUBSCRIBERS_GO: &str = ".lodestar-subscribers";
+
 /// The value etcd's Go naming package stores (`endpoints.Endpoint`, with the
 /// historical `Op` of `naming.Update` that older resolvers read).
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +56,26 @@ impl Layout {
     /// The prefix of one service's instances, ending in `/`.
     pub(crate) fn service_prefix(&self, service: &str) -> String {
         format!("{}{service}/", self.services_prefix())
+    }
+
+    /// The prefix of one service's subscriber records, ending in `/`.
+    pub(crate) fn subscribers_prefix(&self, service: &str) -> String {
+        match self.kind {
+            KeyLayout::Lodestar => format!("{}/subscribers/{service}/", self.prefix),
+            // Kept out of the Go resolver's key space of any real service.
+            KeyLayout::Go => format!("{}{SUBSCRIBERS_GO}/{service}/", self.services_prefix()),
+        }
+    }
+
+    /// Where a subscriber of `service` records itself.
+    pub(crate) fn subscriber_key(&self, service: &str, client_id: &str) -> String {
+        self.subscribers_prefix(service) + client_id
+    }
+
+    /// Whether a service name found in the key space is lodestar's own
+    /// subscriber bookkeeping (Go layout) rather than a service.
+    pub(crate) fn is_bookkeeping(service: &str) -> bool {
+        service.starts_with(SUBSCRIBERS_GO)
     }
 
     /// The key and value that announce `instance`.

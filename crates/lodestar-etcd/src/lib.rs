@@ -70,7 +70,7 @@ use std::{
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use lodestar::{
     BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
-    Watch, registry::Lease,
+    Subscriber, Subscription, Watch, registry::Lease,
 };
 use tokio::{
     sync::{mpsc, oneshot, watch as state},
@@ -182,6 +182,47 @@ impl EtcdRegistry {
                 async move { c.get(prefix, Some(options)).await }
             })
             .await
+    }
+
+    /// Puts `key` under the session's lease and keeps it there until the
+    /// returned lease is deregistered or dropped.
+    async fn keep(
+        &self,
+        key: String,
+        value: String,
+    ) -> Result<(EtcdLease, state::Receiver<RegistrationState>), Error> {
+        let owner = self.owners.fetch_add(1, Ordering::Relaxed);
+        let (state_tx, state_rx) = state::channel(RegistrationState::Registered);
+        let session = self.session();
+        let closed = |_| Error::Closed("etcd session");
+        let live = self.shared.live_lease.load(Ordering::Acquire);
+        if live != 0 && self.put_fast(&key, &value, live).await? {
+            let command = Command::Adopt {
+                key: key.clone(),
+                value,
+                owner,
+                state: state_tx,
+                lease: live,
+            };
+            session.send(command).map_err(closed)?;
+        } else {
+            let (reply, replied) = oneshot::channel();
+            let command = Command::Register {
+                key: key.clone(),
+                value,
+                owner,
+                state: state_tx,
+                reply,
+            };
+            session.send(command).map_err(closed)?;
+            replied.await.map_err(|_| Error::Closed("etcd session"))??;
+        }
+        let lease = EtcdLease {
+            key,
+            owner,
+            session: Some(session),
+        };
+        Ok((lease, state_rx))
     }
 
     /// Puts a record under the live lease from the caller's task; `false`
@@ -300,46 +341,8 @@ impl Registrar for EtcdRegistry {
         Box::pin(async move {
             instance.validate()?;
             let (key, value) = self.shared.layout.encode(&instance);
-            let owner = self.owners.fetch_add(1, Ordering::Relaxed);
-            let (state_tx, state_rx) = state::channel(RegistrationState::Registered);
-            let session = self.session();
-            let lease = self.shared.live_lease.load(Ordering::Acquire);
-            if lease != 0 && self.put_fast(&key, &value, lease).await? {
-                let command = Command::Adopt {
-                    key: key.clone(),
-                    value,
-                    owner,
-                    state: state_tx,
-                    lease,
-                };
-                session
-                    .send(command)
-                    .map_err(|_| Error::Closed("etcd session"))?;
-                let lease = EtcdLease {
-                    key,
-                    owner,
-                    session: Some(session),
-                };
-                return Ok(Registration::new(instance, state_rx, Box::new(lease)));
-            }
-            let (reply, replied) = oneshot::channel();
-            let command = Command::Register {
-                key: key.clone(),
-                value,
-                owner,
-                state: state_tx,
-                reply,
-            };
-            session
-                .send(command)
-                .map_err(|_| Error::Closed("etcd session"))?;
-            replied.await.map_err(|_| Error::Closed("etcd session"))??;
-            let lease = EtcdLease {
-                key,
-                owner,
-                session: Some(session),
-            };
-            Ok(Registration::new(instance, state_rx, Box::new(lease)))
+            let (lease, state) = self.keep(key, value).await?;
+            Ok(Registration::new(instance, state, Box::new(lease)))
         })
     }
 
@@ -350,6 +353,29 @@ impl Registrar for EtcdRegistry {
 }
 
 impl Discovery for EtcdRegistry {
+    fn subscribe(&self, subscriber: Subscriber) -> BoxFuture<'_, Result<Subscription, Error>> {
+        Box::pin(async move {
+            let key = self
+                .shared
+                .layout
+                .subscriber_key(&subscriber.service, &subscriber.client_id);
+            let (lease, _) = self.keep(key, subscriber.to_json()).await?;
+            Ok(Subscription::new(Box::new(lease)))
+        })
+    }
+
+    fn subscribers(&self, service: &str) -> BoxFuture<'_, Result<Vec<Subscriber>, Error>> {
+        let prefix = self.shared.layout.subscribers_prefix(service);
+        Box::pin(async move {
+            let response = self.range(prefix, GetOptions::new()).await?;
+            Ok(response
+                .kvs()
+                .iter()
+                .filter_map(|kv| Subscriber::from_json(kv.value()).ok())
+                .collect())
+        })
+    }
+
     fn watch(&self, service: &str) -> BoxFuture<'_, Result<Watch, Error>> {
         let service = service.to_string();
         Box::pin(async move { watch::start(self.shared.clone(), &service).await })
@@ -372,6 +398,7 @@ impl Discovery for EtcdRegistry {
                     .key_str()
                     .ok()
                     .and_then(|k| self.shared.layout.split_key(k))
+                    .filter(|(service, _)| !Layout::is_bookkeeping(service))
                 {
                     *services.entry(service.to_string()).or_insert(0) += 1;
                 }
@@ -491,8 +518,3 @@ impl Drop for EtcdLease {
         }
     }
 }
-
-/// The README's Rust examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

@@ -49,6 +49,9 @@
 //!   handed the request back) is retried on another instance; a call that
 //!   may have run is never retried.
 //! - While the registry is unreachable it keeps using the last snapshot.
+//! - It records itself as a subscriber of the service for as long as it
+//!   lives (in etcd, `<prefix>/subscribers/<service>/<client-id>` under the
+//!   process's lease), so `lodestar subscribers S` lists who consumes it.
 
 mod body;
 mod conn;
@@ -65,7 +68,7 @@ use std::{
 
 use http::{Request, Response};
 use lodestar::{
-    Discovery, Instance, Snapshot,
+    Discovery, Instance, Snapshot, Subscriber,
     backoff::Backoff,
     balance::{self, Balancer, BuiltinPolicy, Health, Policy, Route},
 };
@@ -277,6 +280,17 @@ async fn follow(inner: Weak<Inner>, discovery: Arc<dyn Discovery>, service: Stri
                 tracing::warn!(%service, %error, "cannot watch the service yet; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
+        }
+    };
+    // Recorded as a consumer for as long as this task lives (the channel).
+    let _subscription = match discovery
+        .subscribe(Subscriber::this_process(&service))
+        .await
+    {
+        Ok(subscription) => Some(subscription),
+        Err(error) => {
+            tracing::warn!(%service, %error, "cannot record this client as a subscriber");
+            None
         }
     };
     while let Some(snapshot) = watch.next().await {

@@ -27,3 +27,8 @@ pub mod serve;
 pub mod echo;
 
 pub use channel::Channel;
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -437,3 +437,27 @@ async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing(
         .unwrap_err();
     assert!(err.to_string().contains("advertise"), "{err}");
 }
+
+#[tokio::test]
+async fn a_channel_records_itself_as_a_subscriber_while_it_lives() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let _a = echo(&registry, inst("a", "v1")).await;
+    let client = client(&registry, BuiltinPolicy::P2c);
+    until_all_answer(&client, &["a"]).await;
+    eventually("the subscriber record", PATIENCE, || async {
+        registry.subscribers("echo").await.unwrap().len() == 1
+    })
+    .await;
+    let subscriber = registry.subscribers("echo").await.unwrap().remove(0);
+    assert_eq!(subscriber.pid, std::process::id());
+    assert_eq!(subscriber.service, "echo");
+    assert!(!subscriber.host.is_empty());
+    assert!(registry.subscribers("other").await.unwrap().is_empty());
+
+    drop(client);
+    eventually("the record gone with the channel", PATIENCE, || async {
+        registry.subscribers("echo").await.unwrap().is_empty()
+    })
+    .await;
+}

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use tokio::{sync::watch, task::AbortHandle};
 
-use crate::{BoxFuture, Error, Instance};
+use crate::{BoxFuture, Error, Instance, Subscriber, Subscription};
 
 /// Follows services in a registry.
 pub trait Discovery: Send + Sync + fmt::Debug {
@@ -26,6 +26,24 @@ pub trait Discovery: Send + Sync + fmt::Debug {
 
     /// Every service that has at least one instance, with its instance count.
     fn services(&self) -> BoxFuture<'_, Result<BTreeMap<String, usize>, Error>>;
+
+    /// Records `subscriber` as a consumer of its service until the returned
+    /// handle is dropped. Backends without a place for it return a
+    /// subscription that records nothing.
+    fn subscribe(&self, subscriber: Subscriber) -> BoxFuture<'_, Result<Subscription, Error>> {
+        let _ = subscriber;
+        Box::pin(async { Ok(Subscription::unrecorded()) })
+    }
+
+    /// The recorded consumers of `service`.
+    fn subscribers(&self, service: &str) -> BoxFuture<'_, Result<Vec<Subscriber>, Error>> {
+        let _ = service;
+        Box::pin(async {
+            Err(Error::Config(
+                "this registry does not record subscribers".to_string(),
+            ))
+        })
+    }
 }
 
 /// Every instance of one service at one registry revision.

@@ -55,11 +55,13 @@ mod error;
 pub mod instance;
 pub mod memory;
 pub mod registry;
+pub mod subscriber;
 
 pub use discovery::{Change, Discovery, Snapshot, Watch};
 pub use error::{BoxError, Error};
 pub use instance::{Endpoint, Instance};
 pub use registry::{Registrar, Registration, RegistrationState};
+pub use subscriber::{Subscriber, Subscription};
 
 /// A boxed, sendable future: the return type of the backend traits, so they
 /// stay usable as trait objects (`Arc<dyn Discovery>`).

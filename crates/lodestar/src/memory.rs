@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::{
     BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
-    Watch, registry::Lease,
+    Subscriber, Subscription, Watch, registry::Lease,
 };
 
 /// An in-process registry; see the [module docs](self).
@@ -48,6 +48,16 @@ struct State {
     /// service -> id -> (record, owner token of the registration that wrote it)
     services: BTreeMap<String, BTreeMap<String, (Instance, u64)>>,
     watchers: HashMap<String, watch::Sender<Arc<Snapshot>>>,
+    /// service -> client id -> subscriber
+    subscribers: BTreeMap<String, BTreeMap<String, Subscriber>>,
+}
+
+/// The record of one memory subscription.
+#[derive(Debug)]
+struct MemorySubscription {
+    registry: Weak<Mutex<State>>,
+    service: String,
+    client_id: String,
 }
 
 /// The lease of one memory registration.
@@ -125,6 +135,30 @@ impl Discovery for MemoryRegistry {
     fn get(&self, service: &str) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let snapshot = Snapshot::clone(&self.lock().snapshot(service));
         Box::pin(async move { Ok(snapshot) })
+    }
+
+    fn subscribe(&self, subscriber: Subscriber) -> BoxFuture<'_, Result<Subscription, Error>> {
+        let lease = MemorySubscription {
+            registry: Arc::downgrade(&self.shared),
+            service: subscriber.service.clone(),
+            client_id: subscriber.client_id.clone(),
+        };
+        self.lock()
+            .subscribers
+            .entry(subscriber.service.clone())
+            .or_default()
+            .insert(subscriber.client_id.clone(), subscriber);
+        Box::pin(async move { Ok(Subscription::new(Box::new(lease))) })
+    }
+
+    fn subscribers(&self, service: &str) -> BoxFuture<'_, Result<Vec<Subscriber>, Error>> {
+        let subscribers = self
+            .lock()
+            .subscribers
+            .get(service)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        Box::pin(async move { Ok(subscribers) })
     }
 
     fn services(&self) -> BoxFuture<'_, Result<BTreeMap<String, usize>, Error>> {
@@ -214,6 +248,30 @@ impl Lease for MemoryLease {
 impl Drop for MemoryLease {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+// === impl MemorySubscription ===
+
+impl Lease for MemorySubscription {
+    fn deregister(self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
+        drop(self);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        let Some(shared) = self.registry.upgrade() else {
+            return;
+        };
+        let mut state = lock(&shared);
+        if let Some(subscribers) = state.subscribers.get_mut(&self.service) {
+            subscribers.remove(&self.client_id);
+            if subscribers.is_empty() {
+                state.subscribers.remove(&self.service);
+            }
+        }
     }
 }
 
