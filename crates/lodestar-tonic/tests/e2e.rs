@@ -461,3 +461,34 @@ async fn a_channel_records_itself_as_a_subscriber_while_it_lives() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn every_policy_distributes_as_it_says() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let _servers = [
+        echo(&registry, inst("a", "v1").with_metadata("weight", "100")).await,
+        echo(&registry, inst("b", "v1").with_metadata("weight", "300")).await,
+    ];
+    let mut weighted = client(&registry, BuiltinPolicy::Weighted);
+    until_all_answer(&weighted, &["a", "b"]).await;
+    let counts = count(&mut weighted, 400, &[]).await;
+    assert_eq!((counts["a"], counts["b"]), (100, 300), "{counts:?}");
+
+    let mut hashed = client(&registry, BuiltinPolicy::ConsistentHash);
+    until_all_answer(&hashed, &["a", "b"]).await;
+    for key in ["user-1", "user-2", "user-3"] {
+        let counts = count(&mut hashed, 20, &[("lodestar-hash-key", key)]).await;
+        assert_eq!(counts.len(), 1, "{key} moved: {counts:?}");
+    }
+
+    for policy in [BuiltinPolicy::Random, BuiltinPolicy::LeastRequest] {
+        let mut client = client(&registry, policy);
+        until_all_answer(&client, &["a", "b"]).await;
+        let counts = count(&mut client, 200, &[]).await;
+        assert!(
+            counts.len() == 2 && counts.values().all(|n| *n >= 40),
+            "{policy}: {counts:?}"
+        );
+    }
+}
