@@ -107,8 +107,15 @@ struct Inner {
     retries: usize,
     settings: Settings,
     conns: Mutex<HashMap<String, Conn>>,
-    /// True once some instance has been usable: calls stop waiting.
+    /// True once the first instances seen have all settled (connected with
+    /// a known health, or failed) and one of them is usable: calls stop
+    /// waiting then, so the first calls see the whole initial view.
     ready: watch::Sender<bool>,
+    /// The first instances seen that have not settled yet; `None` until a
+    /// snapshot with instances arrives.
+    unsettled: Mutex<Option<std::collections::HashSet<String>>>,
+    /// Whether any instance has ever been usable.
+    usable_seen: std::sync::atomic::AtomicBool,
     discover: Mutex<Option<AbortHandle>>,
 }
 
@@ -225,6 +232,8 @@ impl Builder {
             settings: self.settings,
             conns: Mutex::default(),
             ready: watch::channel(false).0,
+            unsettled: Mutex::default(),
+            usable_seen: std::sync::atomic::AtomicBool::new(false),
             discover: Mutex::default(),
         });
         let task = tokio::spawn(follow(Arc::downgrade(&inner), self.discovery, self.service));
@@ -318,6 +327,12 @@ impl Inner {
     /// Brings balancer and connections in line with a new snapshot.
     fn apply(self: &Arc<Self>, snapshot: &Arc<Snapshot>) {
         self.balancer.update(snapshot.clone());
+        {
+            let mut unsettled = lock(&self.unsettled);
+            if unsettled.is_none() && !snapshot.is_empty() {
+                *unsettled = Some(snapshot.instances().iter().map(|i| i.id.clone()).collect());
+            }
+        }
         let mut conns = lock(&self.conns);
         let mut stale: Vec<String> = conns.keys().cloned().collect();
         for instance in snapshot.instances() {
@@ -380,7 +395,10 @@ impl Inner {
                         }
                     },
                 },
-                None => request,
+                None => {
+                    self.not_connected(&pick.instance().id);
+                    request
+                }
             };
             // Never sent: the instance is not usable right now.
             drop(pick);
@@ -396,7 +414,18 @@ impl Inner {
         }
     }
 
-    /// Waits, bounded, until some instance has been usable.
+    /// A picked instance had no connection: take it out of rotation unless
+    /// its connector has just brought it up (it updates the status before it
+    /// reports, so checking again after ours closes the race).
+    fn not_connected(&self, id: &str) {
+        self.balancer.set_health(id, Health::NotServing);
+        let up = lock(&self.conns).get(id).is_some_and(Conn::usable);
+        if up {
+            self.balancer.set_health(id, Health::Serving);
+        }
+    }
+
+    /// Waits, bounded, until the first instances have settled.
     async fn wait_ready(&self, route: &Route) -> Result<(), Status> {
         let mut ready = self.ready.subscribe();
         if *ready.borrow() {
@@ -410,6 +439,14 @@ impl Inner {
                 "no instance of {} (route {:?}) became available within {:?} from registry {}",
                 self.service, route, self.first_snapshot_timeout, self.registry
             ))),
+        }
+    }
+
+    fn check_ready(&self) {
+        let settled = lock(&self.unsettled).as_ref().is_some_and(|u| u.is_empty());
+        if settled && self.usable_seen.load(std::sync::atomic::Ordering::Relaxed) {
+            self.ready
+                .send_if_modified(|ready| !std::mem::replace(ready, true));
         }
     }
 
@@ -429,9 +466,18 @@ impl Report for Weak<Inner> {
         inner.balancer.set_health(id, health);
         if usable {
             inner
-                .ready
-                .send_if_modified(|ready| !std::mem::replace(ready, true));
+                .usable_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            inner.check_ready();
         }
+    }
+
+    fn settled(&self, id: &str) {
+        let Some(inner) = self.upgrade() else { return };
+        if let Some(unsettled) = lock(&inner.unsettled).as_mut() {
+            unsettled.remove(id);
+        }
+        inner.check_ready();
     }
 }
 

@@ -492,3 +492,24 @@ async fn every_policy_distributes_as_it_says() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_first_call_of_a_new_channel_sees_the_whole_initial_view() {
+    let etcd = EtcdNode::start().await;
+    let registry = registry(&etcd).await;
+    let _base = echo(&registry, inst("base", "v1")).await;
+    let _blue = echo(&registry, inst("blue", "v1").with_metadata("color", "blue")).await;
+    eventually("both registered", PATIENCE, || async {
+        registry.get("echo").await.unwrap().len() == 2
+    })
+    .await;
+    // A fresh channel waits for every instance it first sees to settle, so a
+    // blue call never falls back to the base lane while blue is connecting.
+    for _ in 0..5 {
+        let mut client = client(&registry, BuiltinPolicy::P2c);
+        let reply = say(&mut client, &[("lodestar-color", "blue")])
+            .await
+            .unwrap();
+        assert_eq!(reply.instance, "blue");
+    }
+}

@@ -36,6 +36,9 @@ const DRAIN_GRACE: Duration = Duration::from_secs(30);
 pub(crate) trait Report: Send + Sync + 'static {
     /// Connected, or health changed: whether the instance may take calls.
     fn changed(&self, id: &str, usable: bool);
+
+    /// The first attempt is over: connected with a known health, or failed.
+    fn settled(&self, id: &str);
 }
 
 /// Connector settings shared by every instance of a channel.
@@ -53,6 +56,8 @@ pub(crate) struct Conn {
     sender: watch::Receiver<Option<SendRequest<Body>>>,
     stop: watch::Sender<bool>,
     task: AbortHandle,
+    status: Arc<Status>,
+    health_check: bool,
 }
 
 /// Connected and (when checked) SERVING.
@@ -75,6 +80,8 @@ impl Conn {
         let authority: Authority = address.parse().map_err(http::Error::from)?;
         let (sender_tx, sender) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
+        let status: Arc<Status> = Arc::default();
+        let health_check = settings.health_check;
         let connector = Connector {
             id,
             address: address.clone(),
@@ -83,7 +90,8 @@ impl Conn {
             report,
             sender: sender_tx,
             stop: stop_rx,
-            status: Arc::default(),
+            status: status.clone(),
+            settled: AtomicBool::new(false),
         };
         let task = tokio::spawn(connector.run()).abort_handle();
         Ok(Self {
@@ -92,12 +100,20 @@ impl Conn {
             sender,
             stop,
             task,
+            status,
+            health_check,
         })
     }
 
     /// The connection, if it is up.
     pub(crate) fn sender(&self) -> Option<SendRequest<Body>> {
         self.sender.borrow().clone()
+    }
+
+    /// Whether the instance may take calls: connected and, when health is
+    /// checked, SERVING.
+    pub(crate) fn usable(&self) -> bool {
+        self.status.usable(self.health_check)
     }
 
     /// Points a request at this instance.
@@ -141,6 +157,7 @@ struct Connector {
     sender: watch::Sender<Option<SendRequest<Body>>>,
     stop: watch::Receiver<bool>,
     status: Arc<Status>,
+    settled: AtomicBool,
 }
 
 // === impl Connector ===
@@ -156,6 +173,7 @@ impl Connector {
                 }
                 Err(error) => {
                     tracing::debug!(id = %self.id, address = %self.address, %error, "connect failed");
+                    self.settle();
                 }
             }
             let delay = backoff.next_delay();
@@ -224,6 +242,7 @@ impl Connector {
         self.sender.send_replace(None);
         self.status.connected.store(false, Ordering::Relaxed);
         self.publish();
+        self.settle();
         if retired {
             // The channel no longer holds the connection; once the calls in
             // flight drop their handles, hyper closes it.
@@ -231,9 +250,14 @@ impl Connector {
         }
     }
 
+    fn settle(&self) {
+        if !self.settled.swap(true, Ordering::Relaxed) {
+            self.report.settled(&self.id);
+        }
+    }
+
     fn publish(&self) {
-        let usable = self.status.connected.load(Ordering::Relaxed)
-            && (!self.settings.health_check || self.status.serving.load(Ordering::Relaxed));
+        let usable = self.status.usable(self.settings.health_check);
         self.report.changed(&self.id, usable);
     }
 
@@ -243,6 +267,8 @@ impl Connector {
     async fn watch_health(&self, send: SendRequest<Body>) {
         if !self.settings.health_check {
             self.status.serving.store(true, Ordering::Relaxed);
+            self.publish();
+            self.settle();
             return std::future::pending().await;
         }
         let mut client = HealthClient::new(SendService {
@@ -263,19 +289,31 @@ impl Connector {
                             tracing::info!(id = %self.id, status = ?message.status(), "instance reports it is not serving");
                         }
                         self.publish();
+                        self.settle();
                     }
                 }
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
                     self.status.serving.store(true, Ordering::Relaxed);
                     self.publish();
+                    self.settle();
                     return std::future::pending().await;
                 }
                 Err(status) => {
                     tracing::debug!(id = %self.id, %status, "health watch failed");
+                    self.settle();
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+// === impl Status ===
+
+impl Status {
+    fn usable(&self, health_check: bool) -> bool {
+        self.connected.load(Ordering::Relaxed)
+            && (!health_check || self.serving.load(Ordering::Relaxed))
     }
 }
 
