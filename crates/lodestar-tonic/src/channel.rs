@@ -29,7 +29,7 @@
 //! | --- | --- | --- |
 //! | [`policy`](Builder::policy) | `p2c` | how an instance is picked among the candidates |
 //! | [`zone`](Builder::zone) | none | prefer instances of this zone, fall back to all |
-//! | [`first_snapshot_timeout`](Builder::first_snapshot_timeout) | 5 s | how long a call waits for the first usable instance before failing with `Unavailable` |
+//! | [`first_snapshot_timeout`](Builder::first_snapshot_timeout) | 5 s | how long the first calls wait for the first snapshot's instances to connect; then they go on with whichever are usable, or fail with `Unavailable` naming the service, route and registry when none is |
 //! | [`health_check`](Builder::health_check) | on | follow each instance's `grpc.health.v1.Health/Watch`; eject it while NOT_SERVING |
 //! | [`retries`](Builder::retries) | 2 | how many other instances a call that could not be sent is tried on |
 //! | [`connect_timeout`](Builder::connect_timeout) | 3 s | TCP connect plus HTTP/2 handshake |
