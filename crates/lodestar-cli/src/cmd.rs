@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
+pub(crate) mod call;
 pub(crate) mod demo;
 pub(crate) mod list;
 pub(crate) mod register;
+pub(crate) mod registry;
+pub(crate) mod serve_echo;
 pub(crate) mod watch;
 
 /// SIGTERM and SIGINT, caught from the moment this is created: create it
@@ -21,6 +24,11 @@ impl Shutdown {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
         })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub(crate) async fn into_future(mut self) {
+        self.recv().await;
     }
 
     /// Resolves on the first SIGTERM or SIGINT, with its name.

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "lodestar", version)]
 struct Cli {
-    /// The registry: etcd://host:2379[,host:2379][/prefix][?options], or memory: (in-process, for tests and the demo).
+    /// The registry: lodestar://host:7171[,host:7171][?env=E&zone=Z] (the built-in one), etcd://host:2379[,host:2379][/prefix][?options], or memory: (in-process, for tests and the demo).
     #[arg(
         long,
         global = true,
@@ -42,6 +42,14 @@ enum Command {
     Get(cmd::list::GetArgs),
     /// Follow a service: one line per instance added, updated or removed.
     Watch(cmd::watch::Args),
+    /// Run a node of the built-in registry server (bilibili-discovery compatible).
+    Registry(cmd::registry::Args),
+    /// List the clients that consume a service.
+    Subscribers(cmd::list::SubscribersArgs),
+    /// Serve the gRPC (and HTTP) echo service, registered; SIGTERM releases it gracefully.
+    ServeEcho(cmd::serve_echo::Args),
+    /// Drive echo calls through the balanced channel; print distribution, errors, latency.
+    Call(cmd::call::Args),
     /// Walk through registration and discovery on the in-process registry.
     Demo(cmd::demo::Args),
 }
@@ -75,7 +83,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => cmd::list::ls(&cli.registry, args).await,
         Command::Get(args) => cmd::list::get(&cli.registry, args).await,
         Command::Watch(args) => cmd::watch::run(&cli.registry, args).await,
+        Command::Subscribers(args) => cmd::list::subscribers(&cli.registry, args).await,
+        Command::ServeEcho(args) => cmd::serve_echo::run(&cli.registry, args).await,
+        Command::Call(args) => cmd::call::run(&cli.registry, args).await,
         Command::Demo(args) => cmd::demo::run(args).await,
+        Command::Registry(args) => cmd::registry::run(args).await,
     }
 }
 
@@ -88,6 +100,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

@@ -329,3 +329,204 @@ async fn demo_runs_on_the_memory_registry() {
         );
     }
 }
+
+fn spawn_echo(registry: &str, id: &str, extra: &[&str]) -> (Child, Lines<BufReader<ChildStderr>>) {
+    let mut args = vec![
+        "serve-echo",
+        "--service",
+        "echo",
+        "--id",
+        id,
+        "--version",
+        "v1",
+    ];
+    args.extend_from_slice(&["--propagation-delay-ms", "200"]);
+    args.extend_from_slice(extra);
+    let mut child = lodestar(registry, &args).spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, stderr)
+}
+
+#[tokio::test]
+async fn serve_echo_and_call_report_the_distribution_as_json() {
+    let etcd = EtcdNode::start().await;
+    let url = etcd.url();
+    let (mut a, mut a_log) = spawn_echo(&url, "a", &["--http-listen", "127.0.0.1:0"]);
+    let (_b, mut b_log) = spawn_echo(&url, "b", &["--meta", "color=blue"]);
+    wait_for(&mut a_log, "serving echo/a").await;
+    wait_for(&mut b_log, "serving echo/b").await;
+    eventually("both registered", PATIENCE, || async {
+        ids(&url, "echo").await.len() == 2
+    })
+    .await;
+
+    // No colour: the base lane only.
+    let out = run(
+        &url,
+        &[
+            "call",
+            "echo",
+            "--count",
+            "50",
+            "--concurrency",
+            "4",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["ok"], 50);
+    assert_eq!(last["errors"], 0);
+    assert_eq!(last["by_instance"], serde_json::json!({"a": 50}));
+    for p in ["p50", "p90", "p99", "max"] {
+        assert!(last["latency_ms"][p].as_f64().unwrap() > 0.0, "{last}");
+    }
+    let blue = run(
+        &url,
+        &["call", "echo", "--count", "20", "--color", "blue", "--json"],
+    )
+    .await;
+    let blue: serde_json::Value =
+        serde_json::from_str(blue.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(blue["by_instance"], serde_json::json!({"b": 20}));
+
+    // A pin nobody matches: every call fails, summarised by code, exit 1.
+    let out = run(&url, &["call", "echo", "--count", "3", "--version", "v9"]).await;
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("3 call(s) failed with Unavailable"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.starts_with("0 ok, 3 errors"), "{}", out.stdout);
+
+    // The HTTP side answers JSON naming the instance.
+    let get = run(&url, &["get", "echo", "--json"]).await;
+    let http = get
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|i| i["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| {
+            e.as_str()
+                .and_then(|e| e.strip_prefix("http://"))
+                .map(str::to_string)
+        })
+        .next()
+        .expect("an http endpoint");
+    let response = lodestar_test_support::http::get(&http, "/some/path")
+        .await
+        .unwrap();
+    let body = response.json().unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"instance": "a", "service": "echo", "version": "v1", "path": "/some/path"})
+    );
+
+    // SIGTERM: the graceful sequence, then exit 0 and the record is gone.
+    signal(&a, "-TERM");
+    wait_for(&mut a_log, "released and stopped").await;
+    assert!(
+        tokio::time::timeout(PATIENCE, a.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(ids(&url, "echo").await, ["b"]);
+}
+
+#[tokio::test]
+async fn call_fails_clearly_when_nothing_serves() {
+    let etcd = EtcdNode::start().await;
+    let out = run(&etcd.url(), &["call", "nobody", "--count", "1"]).await;
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("no instance of nobody"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&etcd.url(), &["call", "x", "--policy", "fastest"]).await;
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("round_robin"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn subscribers_lists_the_clients_of_a_service() {
+    let etcd = EtcdNode::start().await;
+    let url = etcd.url();
+    let (_a, mut a_log) = spawn_echo(&url, "a", &[]);
+    wait_for(&mut a_log, "serving echo/a").await;
+    let out = run(&url, &["subscribers", "echo"]).await;
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stderr.contains("no subscriber of echo"),
+        "{}",
+        out.stderr
+    );
+
+    let caller = lodestar(&url, &["call", "echo", "--duration", "30"])
+        .spawn()
+        .unwrap();
+    let pid = caller.id().unwrap();
+    eventually("the caller listed", PATIENCE, || async {
+        let out = run(&url, &["subscribers", "echo", "--json"]).await;
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|s| s["pid"] == pid && s["service"] == "echo")
+    })
+    .await;
+    let table = run(&url, &["subscribers", "echo"]).await;
+    assert!(table.stdout.starts_with("CLIENT ID"), "{}", table.stdout);
+    assert!(table.stdout.contains(&pid.to_string()), "{}", table.stdout);
+}
+
+#[tokio::test]
+async fn kill_9_of_an_instance_mid_load_fails_only_the_calls_in_flight() {
+    let etcd = EtcdNode::start().await;
+    let url = etcd.url();
+    let mut servers = Vec::new();
+    for id in ["a", "b", "c"] {
+        let (child, mut log) = spawn_echo(&url, id, &["--delay-ms", "2"]);
+        wait_for(&mut log, &format!("serving echo/{id}")).await;
+        // Keep reading their stderr: a closed pipe would fail their logging.
+        servers.push((child, log));
+    }
+    eventually("all registered", PATIENCE, || async {
+        ids(&url, "echo").await.len() == 3
+    })
+    .await;
+    let call = lodestar(
+        &url,
+        &[
+            "call",
+            "echo",
+            "--duration",
+            "3",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    servers[0].0.start_kill().unwrap();
+    let output = tokio::time::timeout(PATIENCE, call.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // At most the calls in flight on the killed instance fail (they may have
+    // run, so they are never retried); the rest go to b and c.
+    let errors = summary["errors"].as_u64().unwrap();
+    assert!(errors <= 8, "{summary}");
+    assert!(summary["ok"].as_u64().unwrap() > 100, "{summary}");
+    assert!(
+        summary["by_instance"]["b"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+}

@@ -25,6 +25,16 @@ pub(crate) struct GetArgs {
     json: bool,
 }
 
+/// Flags of `lodestar subscribers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubscribersArgs {
+    /// The service.
+    service: String,
+    /// One subscriber record (JSON) per line.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Flags of `lodestar deregister`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeregisterArgs {
@@ -104,4 +114,37 @@ pub(crate) async fn deregister(url: &str, args: DeregisterArgs) -> anyhow::Resul
         eprintln!("lodestar: error: no instance {name} in {url}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Lists who consumes a service.
+pub(crate) async fn subscribers(url: &str, args: SubscribersArgs) -> anyhow::Result<ExitCode> {
+    let registry = registry::connect(url, None).await?;
+    let subscribers = registry
+        .discovery
+        .subscribers(&args.service)
+        .await
+        .with_context(|| format!("listing the subscribers of {}", args.service))?;
+    if args.json {
+        for subscriber in &subscribers {
+            outln!("{}", subscriber.to_json());
+        }
+    } else if subscribers.is_empty() {
+        eprintln!("lodestar: no subscriber of {} in {url}", args.service);
+    } else {
+        let mut rows = vec![
+            ["CLIENT ID", "HOST", "PID", "SINCE"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        rows.extend(subscribers.iter().map(|s| {
+            vec![
+                s.client_id.clone(),
+                s.host.clone(),
+                s.pid.to_string(),
+                output::utc(s.since),
+            ]
+        }));
+        outln!("{}", output::table(&rows).trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,24 +10,40 @@ use crate::{cmd::Shutdown, registry};
 /// Flags of `lodestar register`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The service name clients look up.
-    #[arg(long, short)]
-    service: String,
-    /// This instance's id, unique within the service.
-    #[arg(long)]
-    id: String,
+    #[command(flatten)]
+    instance: InstanceArgs,
     /// Where the instance listens, scheme://host:port (repeat for several).
     #[arg(long = "endpoint", short, required = true, value_name = "URL")]
     endpoints: Vec<Endpoint>,
+}
+
+/// The instance flags shared by `register` and `serve-echo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InstanceArgs {
+    /// The service name clients look up.
+    #[arg(long, short)]
+    pub(crate) service: String,
+    /// This instance's id, unique within the service.
+    #[arg(long)]
+    pub(crate) id: String,
     /// The version clients may pin to.
     #[arg(long, default_value = "")]
-    version: String,
+    pub(crate) version: String,
     /// Metadata as key=value (repeat); well-known keys: color, weight, zone.
     #[arg(long = "meta", short, value_name = "KEY=VALUE", value_parser = parse_meta)]
-    metadata: Vec<(String, String)>,
+    pub(crate) metadata: Vec<(String, String)>,
     /// Lease TTL in seconds: how long the record outlives a crashed process.
     #[arg(long, value_name = "SECS", value_parser = parse_ttl)]
-    ttl: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
+}
+
+impl InstanceArgs {
+    /// The record these flags describe, without endpoints.
+    pub(crate) fn instance(&self) -> Instance {
+        let mut instance = Instance::new(&self.service, &self.id).with_version(&self.version);
+        instance.metadata.extend(self.metadata.iter().cloned());
+        instance
+    }
 }
 
 fn parse_meta(s: &str) -> Result<(String, String), String> {
@@ -48,13 +64,12 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 /// Registers, logs state changes until SIGTERM/SIGINT, deregisters.
 pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
-    let mut instance = Instance::new(args.service, args.id).with_version(args.version);
+    let mut instance = args.instance.instance();
     instance.endpoints = args.endpoints;
-    instance.metadata.extend(args.metadata);
     instance.validate()?;
 
     let mut shutdown = Shutdown::new()?;
-    let registry = registry::connect(url, args.ttl).await?;
+    let registry = registry::connect(url, args.instance.ttl).await?;
     let name = format!("{}/{}", instance.service, instance.id);
     let registration = registry
         .registrar

@@ -1,0 +1,336 @@
+//! `lodestar registry` end to end: the server as a child process, and the
+//! other commands using it through `lodestar://`.
+
+use std::{process::Stdio, time::Duration};
+
+use lodestar_test_support::{eventually, free_port};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader, Lines},
+    process::{Child, ChildStderr, Command},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lodestar");
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn lodestar(registry: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("LODESTAR_REGISTRY", registry)
+        .env_remove("LODESTAR_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(registry: &str, args: &[&str]) -> Output {
+    let output = tokio::time::timeout(PATIENCE, lodestar(registry, args).output())
+        .await
+        .expect("lodestar finished in time")
+        .expect("lodestar ran");
+    Output {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("child still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn wait_for(lines: &mut Lines<BufReader<ChildStderr>>, needle: &str) -> String {
+    loop {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("readable")
+            .unwrap_or_else(|| panic!("output ended before {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// A registry node on a free port, with its URL and log.
+async fn registry(extra: &[&str]) -> (Child, String, Lines<BufReader<ChildStderr>>) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    registry_at(&addr, extra).await
+}
+
+async fn registry_at(addr: &str, extra: &[&str]) -> (Child, String, Lines<BufReader<ChildStderr>>) {
+    let mut args = vec!["registry", "--listen", addr];
+    args.extend_from_slice(extra);
+    let mut child = lodestar("memory:", &args).spawn().unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for(&mut log, "registry listening on").await;
+    (child, format!("lodestar://{addr}"), log)
+}
+
+fn spawn_register(url: &str, id: &str, ttl: &str) -> (Child, Lines<BufReader<ChildStderr>>) {
+    let args = [
+        "register",
+        "--service",
+        "echo",
+        "--id",
+        id,
+        "--endpoint",
+        "grpc://127.0.0.1:50051",
+        "--version",
+        "v1",
+        "--meta",
+        "color=blue",
+        "--ttl",
+        ttl,
+    ];
+    let mut child = lodestar(url, &args).spawn().unwrap();
+    let log = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, log)
+}
+
+async fn ids(url: &str) -> Vec<String> {
+    let out = run(url, &["get", "echo", "--json"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn register_get_ls_watch_on_the_built_in_registry() {
+    let (mut server, url, mut server_log) = registry(&[]).await;
+    let mut watch = lodestar(&url, &["watch", "echo", "--json"])
+        .spawn()
+        .unwrap();
+    let mut events = BufReader::new(watch.stdout.take().unwrap()).lines();
+
+    let (mut register, mut log) = spawn_register(&url, "a", "30");
+    wait_for(&mut log, "registered echo/a").await;
+    let added = tokio::time::timeout(PATIENCE, events.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let added: serde_json::Value = serde_json::from_str(&added).unwrap();
+    assert_eq!(added["event"], "add");
+    assert_eq!(added["instance"]["metadata"]["color"], "blue");
+    assert_eq!(ids(&url).await, ["a"]);
+    let ls = run(&url, &["ls", "--json"]).await;
+    assert_eq!(ls.stdout.trim(), r#"{"instances":1,"service":"echo"}"#);
+
+    signal(&register, "-TERM");
+    assert!(register.wait().await.unwrap().success());
+    let removed = tokio::time::timeout(PATIENCE, events.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(removed.contains(r#""event":"remove""#), "{removed}");
+    signal(&watch, "-INT");
+    assert!(watch.wait().await.unwrap().success());
+
+    // SIGTERM stops the registry cleanly.
+    signal(&server, "-TERM");
+    wait_for(&mut server_log, "SIGTERM: registry stopped").await;
+    assert!(server.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn a_killed_sidecar_goes_after_its_ttl() {
+    let (_server, url, _log) = registry(&[]).await;
+    let (mut register, mut log) = spawn_register(&url, "crashy", "2");
+    wait_for(&mut log, "registered echo/crashy").await;
+    register.start_kill().unwrap();
+    register.wait().await.unwrap();
+    assert_eq!(ids(&url).await, ["crashy"]);
+    // Evicted after its own TTL, long before the 90 s of the general rule.
+    eventually("the record to expire", PATIENCE, || async {
+        ids(&url).await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_registry_gets_the_sidecar_back() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut server, url, _log) = registry_at(&addr, &[]).await;
+    let (_register, mut log) = spawn_register(&url, "survivor", "2");
+    wait_for(&mut log, "registered echo/survivor").await;
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let (_server, _, _log) = registry_at(&addr, &[]).await;
+    eventually("the sidecar to register again", PATIENCE, || async {
+        ids(&url).await == ["survivor"]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_nodes_replicate() {
+    let (a, b) = (free_port(), free_port());
+    let (addr_a, addr_b) = (format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}"));
+    let (_na, url_a, _la) = registry_at(&addr_a, &["--peers", &addr_b]).await;
+    let (_nb, url_b, _lb) = registry_at(&addr_b, &["--peers", &addr_a]).await;
+    let (_register, mut log) = spawn_register(&url_a, "r", "30");
+    wait_for(&mut log, "registered echo/r").await;
+    eventually("the other node to have it", PATIENCE, || async {
+        let out = run(&url_b, &["get", "echo", "--json"]).await;
+        out.code == Some(0) && out.stdout.contains(r#""id":"r""#)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_built_in_registry_is_the_default_and_documented() {
+    let mut help = lodestar("unused", &["--help"]);
+    help.env_remove("LODESTAR_REGISTRY");
+    let out = help.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[default: lodestar://127.0.0.1:7171]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("registry "), "{stdout}");
+    let out = run("memory:", &["registry", "--help"]).await;
+    for flag in [
+        "--listen",
+        "--peers",
+        "--zone",
+        "--renew-interval",
+        "--evict-after",
+        "--evict-every",
+    ] {
+        assert!(
+            out.stdout.contains(flag),
+            "{flag} missing from:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_flags_and_a_busy_port_are_errors_not_panics() {
+    for args in [
+        &["registry", "--listen", "nope"][..],
+        &["registry", "--renew-interval", "0"],
+        &["registry", "--evict-after", "-3"],
+        &["registry", "--cross-zone-peers", "noequals"],
+    ] {
+        let out = run("memory:", args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+    }
+    let (_server, url, _log) = registry(&[]).await;
+    let addr = url.trim_start_matches("lodestar://");
+    let out = run("memory:", &["registry", "--listen", addr]).await;
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains(&format!("listening on {addr}")),
+        "{}",
+        out.stderr
+    );
+
+    let port = free_port();
+    let out = run(
+        &format!("lodestar://127.0.0.1:{port}?connect_timeout=1s"),
+        &["ls"],
+    )
+    .await;
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    assert!(out.stderr.contains(&port.to_string()), "{}", out.stderr);
+}
+
+fn spawn_echo(url: &str, id: &str) -> (Child, Lines<BufReader<ChildStderr>>) {
+    let args = [
+        "serve-echo",
+        "--service",
+        "echo",
+        "--id",
+        id,
+        "--version",
+        "v1",
+        "--ttl",
+        "2",
+        "--propagation-delay-ms",
+        "500",
+    ];
+    let mut child = lodestar(url, &args).spawn().unwrap();
+    let log = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, log)
+}
+
+async fn call(url: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["call", "echo", "--json"];
+    all.extend_from_slice(args);
+    let out = run(url, &all).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+/// The tonic side on this backend: calls balanced over instances found
+/// through `lodestar://`, and a graceful release under load that loses none.
+#[tokio::test]
+async fn balanced_calls_and_a_graceful_release_on_the_built_in_registry() {
+    let (_server, url, _log) = registry(&[]).await;
+    let (mut a, mut log_a) = spawn_echo(&url, "a");
+    let (_b, mut log_b) = spawn_echo(&url, "b");
+    wait_for(&mut log_a, "serving echo/a").await;
+    wait_for(&mut log_b, "serving echo/b").await;
+    eventually("both instances to be registered", PATIENCE, || async {
+        ids(&url).await.len() == 2
+    })
+    .await;
+
+    let report = call(
+        &url,
+        &[
+            "--count",
+            "400",
+            "--concurrency",
+            "8",
+            "--policy",
+            "round_robin",
+        ],
+    )
+    .await;
+    assert_eq!(report["ok"], 400, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let by_instance = report["by_instance"].as_object().unwrap();
+    assert_eq!(by_instance.len(), 2, "{report}");
+
+    // a leaves under load: NOT_SERVING, cancel, propagation delay, drain.
+    let load = {
+        let url = url.clone();
+        tokio::spawn(async move { call(&url, &["--duration", "3", "--concurrency", "8"]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    signal(&a, "-TERM");
+    wait_for(&mut log_a, "released and stopped").await;
+    assert!(a.wait().await.unwrap().success());
+    let report = load.await.unwrap();
+    assert_eq!(
+        report["errors"], 0,
+        "a graceful release loses no call: {report}"
+    );
+    assert_eq!(ids(&url).await, ["b"]);
+}

@@ -1,0 +1,210 @@
+//! Where the registry is and how to talk to it: [`ClientConfig`], parsed
+//! from a `lodestar://` URL or built in code.
+//!
+//! The URL and its options are described in the [`client`](crate::client)
+//! module docs.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lodestar_registry::ClientConfig;
+//!
+//! let config: ClientConfig = "lodestar://10.0.0.1:7171,10.0.0.2:7171?env=prod&zone=z1".parse().unwrap();
+//! assert_eq!(config.nodes, ["10.0.0.1:7171", "10.0.0.2:7171"]);
+//! assert_eq!((config.env.as_str(), config.zone.as_str()), ("prod", "z1"));
+//! assert_eq!(config.renew_every(), Duration::from_secs(30));
+//!
+//! let short: ClientConfig = "lodestar://127.0.0.1:7171?ttl=3".parse().unwrap();
+//! assert_eq!(short.renew_every(), Duration::from_secs(1));
+//! ```
+
+use std::{str::FromStr, time::Duration};
+
+use lodestar::Error;
+
+/// The port `lodestar registry` listens on by default.
+pub const DEFAULT_PORT: u16 = 7171;
+
+/// How to reach the registry; see the [`client`](crate::client) module docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// `host:port` of each node, tried in turn.
+    pub nodes: Vec<String>,
+    /// Environment (`env`) of registrations and lookups.
+    pub env: String,
+    /// Zone of registrations whose metadata has no `zone`.
+    pub zone: String,
+    /// The TTL registrations ask for; `None` for the registry's own eviction.
+    pub ttl: Option<Duration>,
+    /// Renew interval when there is no TTL.
+    pub renew_interval: Duration,
+    /// How long reaching a node may take at start.
+    pub connect_timeout: Duration,
+    /// How long one request may take; polls get the server's hold on top.
+    pub request_timeout: Duration,
+}
+
+// === impl ClientConfig ===
+
+impl ClientConfig {
+    /// Defaults for these nodes (`host:port` each).
+    pub fn new<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            env: "dev".to_string(),
+            zone: "default".to_string(),
+            ttl: None,
+            renew_interval: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How often registrations renew: a third of the TTL, else the renew
+    /// interval.
+    pub fn renew_every(&self) -> Duration {
+        match self.ttl {
+            Some(ttl) => (ttl / 3).max(Duration::from_millis(100)),
+            None => self.renew_interval,
+        }
+    }
+
+    /// The nodes as one string, for messages.
+    pub fn display_nodes(&self) -> String {
+        self.nodes.join(",")
+    }
+
+    fn apply_option(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        match key {
+            "env" => self.env = nonempty(key, value)?,
+            "zone" => self.zone = nonempty(key, value)?,
+            "ttl" => {
+                let ttl = parse_duration(key, value)?;
+                if ttl < Duration::from_secs(1) {
+                    return Err(config("ttl must be at least 1s".into()));
+                }
+                self.ttl = Some(ttl);
+            }
+            "renew" => self.renew_interval = parse_duration(key, value)?,
+            "connect_timeout" => self.connect_timeout = parse_duration(key, value)?,
+            "timeout" => self.request_timeout = parse_duration(key, value)?,
+            _ => {
+                return Err(config(format!(
+                    "unknown option {key:?} (known: env, zone, ttl, renew, connect_timeout, timeout)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn config(reason: String) -> Error {
+    Error::Config(reason)
+}
+
+fn nonempty(key: &str, value: &str) -> Result<String, Error> {
+    let bad = value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control());
+    match bad {
+        true => Err(config(format!(
+            "{key} must be a non-empty name, not {value:?}"
+        ))),
+        false => Ok(value.to_string()),
+    }
+}
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration, Error> {
+    let bad = || {
+        config(format!(
+            "{key} must be a duration like 500ms or 10s, not {value:?}"
+        ))
+    };
+    let (number, scale) = match value.strip_suffix("ms") {
+        Some(ms) => (ms, 1e-3),
+        None => (value.strip_suffix('s').unwrap_or(value), 1.0),
+    };
+    let secs = number.parse::<f64>().map_err(|_| bad())? * scale;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(bad)
+}
+
+fn check_node(node: &str) -> Result<(), Error> {
+    let bad = |why: &str| config(format!("registry node {node:?}: {why}"));
+    let (host, port) = node
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
+    if host.is_empty() || host.contains('/') || host.contains('@') {
+        return Err(bad("expected host:port"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| bad("port is not a number"))?;
+    Ok(())
+}
+
+impl FromStr for ClientConfig {
+    type Err = Error;
+
+    /// Parses `lodestar://host:port[,...][?options]`.
+    fn from_str(url: &str) -> Result<Self, Error> {
+        let rest = url.strip_prefix("lodestar://").ok_or_else(|| {
+            config(format!(
+                "{url:?} is not a lodestar URL (lodestar://host:7171[,host:7171])"
+            ))
+        })?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = hosts.trim_end_matches('/');
+        let nodes: Vec<String> = hosts.split(',').map(str::to_string).collect();
+        nodes.iter().try_for_each(|n| check_node(n))?;
+        let mut config = ClientConfig::new(nodes);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            config.apply_option(key, value)?;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let c: ClientConfig =
+            "lodestar://a:1,b:2/?env=prod&zone=sh001&ttl=2500ms&renew=10&connect_timeout=1s&timeout=2s"
+                .parse()
+                .unwrap();
+        assert_eq!(c.nodes, ["a:1", "b:2"]);
+        assert_eq!(c.ttl, Some(Duration::from_millis(2500)));
+        assert_eq!(c.renew_interval, Duration::from_secs(10));
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.request_timeout, Duration::from_secs(2));
+        let d: ClientConfig = "lodestar://127.0.0.1:7171".parse().unwrap();
+        assert_eq!((d.env.as_str(), d.ttl), ("dev", None));
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        for bad in [
+            "etcd://h:1",
+            "lodestar://",
+            "lodestar://host",
+            "lodestar://h:port",
+            "lodestar://h:1,",
+            "lodestar://h:1?ttl=soon",
+            "lodestar://h:1?ttl=500ms",
+            "lodestar://h:1?env=",
+            "lodestar://h:1?colour=red",
+        ] {
+            let err = bad.parse::<ClientConfig>().unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! How a registry node runs: [`Config`].
+
+use std::{net::SocketAddr, time::Duration};
+
+/// Settings of one registry node. [`Config::new`] gives discovery's
+/// defaults; tests shorten the timers.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// This node's zone: reported by `/discovery/nodes`.
+    pub zone: String,
+    /// Peers in this zone (`host:port`), every write accepted from a client
+    /// is forwarded to them.
+    pub peers: Vec<String>,
+    /// Peers in other zones (`zone`, `host:port`), replicated to as well.
+    pub cross_zone_peers: Vec<(String, String)>,
+    /// How often clients are expected to renew (30 s).
+    pub renew_interval: Duration,
+    /// An instance not renewed for this long is evicted (90 s).
+    pub evict_after: Duration,
+    /// How often eviction runs (60 s). Instances with their own TTL are
+    /// checked at least every second whatever this says.
+    pub evict_every: Duration,
+    /// The window over which renews are counted for self-protection (60 s).
+    pub protect_window: Duration,
+    /// Self-protection is on when the last window's renews fall below this
+    /// share of the expected ones (0.85).
+    pub protect_threshold: f64,
+    /// Even under self-protection, an instance not renewed for this long is
+    /// evicted (1 h).
+    pub protect_ceiling: Duration,
+    /// How long a starting node waits for one successful pull from a peer
+    /// before serving reads anyway (60 s).
+    pub warmup: Duration,
+    /// How long a poll is held when nothing changes (30 s).
+    pub poll_hold: Duration,
+    /// Most polls held at once; more are refused with `-503` (10,000).
+    pub max_polls: usize,
+    /// Most instances of one application in one environment (10,000).
+    pub max_instances_per_app: usize,
+    /// Largest request body, in bytes (64 KiB).
+    pub max_body: usize,
+    /// Writes waiting for one peer; more are dropped, and repaired by the
+    /// next renew (100,000).
+    pub max_pending_replication: usize,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// discovery's defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            zone: "default".to_string(),
+            peers: Vec::new(),
+            cross_zone_peers: Vec::new(),
+            renew_interval: Duration::from_secs(30),
+            evict_after: Duration::from_secs(90),
+            evict_every: Duration::from_secs(60),
+            protect_window: Duration::from_secs(60),
+            protect_threshold: 0.85,
+            protect_ceiling: Duration::from_secs(3600),
+            warmup: Duration::from_secs(60),
+            poll_hold: Duration::from_secs(30),
+            max_polls: 10_000,
+            max_instances_per_app: 10_000,
+            max_body: 64 * 1024,
+            max_pending_replication: 100_000,
+        }
+    }
+
+    /// Every peer, with its zone.
+    pub(crate) fn all_peers(&self) -> Vec<(String, String)> {
+        let local = self.peers.iter().map(|p| (self.zone.clone(), p.clone()));
+        local.chain(self.cross_zone_peers.iter().cloned()).collect()
+    }
+}

@@ -1,0 +1,492 @@
+//! The registry's memory: applications and their instances, renews,
+//! eviction and self-protection.
+//!
+//! One mutex guards everything: every operation is a few map lookups, far
+//! cheaper than the HTTP exchange around it, and one lock keeps the
+//! timestamps of a node strictly increasing in the order changes happen, so
+//! a poller that saw timestamp T never misses a change stamped below it.
+//!
+//! Eviction follows Eureka and discovery: an instance not renewed for
+//! `evict_after` goes, except while **self-protection** is on, which is
+//! when the renews of the last window fell below 85 % of those expected
+//! (`instances x window / renew_interval`, counting only instances that were
+//! there for the whole window): a partition between this node and healthy
+//! providers then leaves the registry as it is rather than emptying it,
+//! up to a hard ceiling. A round removes at most about 15 % of the
+//! instances, chosen at random, so a burst of expiries drains over several
+//! rounds. An instance that asked for its own TTL chose lease semantics and
+//! is evicted once its TTL passes, protection or not.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rand::seq::SliceRandom;
+use tokio::{sync::watch, time::Instant};
+
+use super::Config;
+use crate::wire::{Fetched, Instance};
+
+/// An application in one environment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct AppKey {
+    pub(crate) env: String,
+    pub(crate) appid: String,
+}
+
+/// Why a write was refused.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// No such instance (or, for a replicated renew, an older copy here).
+    NotFound,
+    /// A replicated write older than the copy here, which is given.
+    Conflict(Box<Instance>),
+    /// The application is full.
+    TooMany,
+}
+
+/// The answer to a poll.
+#[derive(Debug)]
+pub(crate) enum Polled {
+    /// Applications with something newer than the poller has.
+    Ready(BTreeMap<String, Fetched>),
+    /// Nothing newer: wait for one of these to change.
+    Wait(Vec<watch::Receiver<i64>>),
+}
+
+/// Changes to apply with [`Store::set`]; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) status: Option<u32>,
+    pub(crate) color: Option<String>,
+    pub(crate) metadata: Option<BTreeMap<String, String>>,
+}
+
+/// The registry's memory; see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Store {
+    inner: Mutex<Inner>,
+    config: Arc<Config>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    apps: HashMap<AppKey, App>,
+    guard: Guard,
+    next_general: Instant,
+    /// The last timestamp handed out: timestamps strictly increase.
+    last_ts: i64,
+}
+
+#[derive(Debug)]
+struct App {
+    entries: BTreeMap<String, Entry>,
+    latest: i64,
+    changed: watch::Sender<i64>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    instance: Instance,
+    renewed: Instant,
+    /// When it first appeared here, to count only instances that could have
+    /// renewed during a whole protection window.
+    since: Instant,
+}
+
+/// Self-protection: renews counted per window.
+#[derive(Debug)]
+struct Guard {
+    window_start: Instant,
+    renews: u64,
+    protecting: bool,
+}
+
+// === impl Store ===
+
+impl Store {
+    pub(crate) fn new(config: Arc<Config>) -> Self {
+        let now = Instant::now();
+        let inner = Inner {
+            apps: HashMap::new(),
+            guard: Guard {
+                window_start: now,
+                renews: 0,
+                protecting: false,
+            },
+            next_general: now + config.evict_every,
+            last_ts: 0,
+        };
+        Self {
+            inner: Mutex::new(inner),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere mid-update leaves maps that are still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds or replaces an instance. A client's write is stamped now; a
+    /// replicated one keeps its dirty timestamp and loses to a newer copy.
+    pub(crate) fn register(
+        &self,
+        mut instance: Instance,
+        replication: bool,
+    ) -> Result<Instance, Refusal> {
+        instance.reconcile_color();
+        let key = key_of(&instance);
+        let mut inner = self.lock();
+        let now = inner.now();
+        let max = self.config.max_instances_per_app;
+        let app = inner.app(key);
+        if let Some(existing) = app.entries.get_mut(&instance.hostname) {
+            if replication && existing.instance.dirty_timestamp > instance.dirty_timestamp {
+                return Err(Refusal::Conflict(Box::new(existing.instance.clone())));
+            }
+            if replication && existing.instance.dirty_timestamp == instance.dirty_timestamp {
+                existing.renewed = Instant::now();
+                return Ok(existing.instance.clone());
+            }
+        } else if app.entries.len() >= max {
+            return Err(Refusal::TooMany);
+        }
+        stamp(&mut instance, now, replication);
+        let since = app
+            .entries
+            .get(&instance.hostname)
+            .map_or_else(Instant::now, |e| e.since);
+        let entry = Entry {
+            instance: instance.clone(),
+            renewed: Instant::now(),
+            since,
+        };
+        app.entries.insert(instance.hostname.clone(), entry);
+        app.touch(now);
+        Ok(instance)
+    }
+
+    /// Renews an instance; its dirty timestamp on success. A replicated
+    /// renew carries the sender's dirty timestamp: newer than ours means we
+    /// miss a write (`NotFound`, the sender then sends the instance), older
+    /// means the sender does (`Conflict`, with ours).
+    pub(crate) fn renew(
+        &self,
+        key: &AppKey,
+        hostname: &str,
+        dirty: Option<i64>,
+    ) -> Result<i64, Refusal> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let Inner { apps, guard, .. } = &mut *inner;
+        let entry = apps
+            .get_mut(key)
+            .and_then(|app| app.entries.get_mut(hostname))
+            .ok_or(Refusal::NotFound)?;
+        match dirty {
+            Some(d) if d > entry.instance.dirty_timestamp => return Err(Refusal::NotFound),
+            Some(d) if d < entry.instance.dirty_timestamp => {
+                return Err(Refusal::Conflict(Box::new(entry.instance.clone())));
+            }
+            _ => {}
+        }
+        entry.renewed = Instant::now();
+        entry.instance.renew_timestamp = now;
+        if entry.instance.ttl == 0 {
+            guard.renews += 1;
+        }
+        Ok(entry.instance.dirty_timestamp)
+    }
+
+    /// Removes an instance; the dirty timestamp of the copy removed. A
+    /// replicated cancel carries the sender's: a newer copy here (registered
+    /// again meanwhile) stays, and is answered as a conflict.
+    pub(crate) fn cancel(
+        &self,
+        key: &AppKey,
+        hostname: &str,
+        dirty: Option<i64>,
+    ) -> Result<i64, Refusal> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let app = inner.apps.get_mut(key).ok_or(Refusal::NotFound)?;
+        let entry = app.entries.get(hostname).ok_or(Refusal::NotFound)?;
+        if dirty.is_some_and(|d| d < entry.instance.dirty_timestamp) {
+            return Err(Refusal::Conflict(Box::new(entry.instance.clone())));
+        }
+        let removed = app.entries.remove(hostname).ok_or(Refusal::NotFound)?;
+        app.touch(now);
+        Ok(removed.instance.dirty_timestamp)
+    }
+
+    /// Changes status, colour or metadata of an instance; the new record.
+    pub(crate) fn set(
+        &self,
+        key: &AppKey,
+        hostname: &str,
+        changes: Changes,
+    ) -> Result<Instance, Refusal> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let app = inner.apps.get_mut(key).ok_or(Refusal::NotFound)?;
+        let entry = app.entries.get_mut(hostname).ok_or(Refusal::NotFound)?;
+        let instance = &mut entry.instance;
+        if let Some(status) = changes.status {
+            if status != instance.status && status == crate::wire::STATUS_UP {
+                instance.up_timestamp = now;
+            }
+            instance.status = status;
+        }
+        if let Some(metadata) = changes.metadata {
+            instance.metadata = metadata;
+            instance.color.clear();
+        }
+        if let Some(color) = changes.color {
+            instance.color = color;
+            instance.metadata.remove(lodestar::instance::COLOR);
+        }
+        instance.reconcile_color();
+        instance.dirty_timestamp = now;
+        instance.latest_timestamp = now;
+        let updated = instance.clone();
+        app.touch(now);
+        Ok(updated)
+    }
+
+    /// One instance, as it is now.
+    pub(crate) fn get(&self, key: &AppKey, hostname: &str) -> Option<Instance> {
+        let inner = self.lock();
+        let entry = inner.apps.get(key)?.entries.get(hostname)?;
+        Some(entry.instance.clone())
+    }
+
+    /// The instances of an application, filtered by zone and by status
+    /// (a bit mask: 1 up, 2 waiting, 3 both); `None` if it has none.
+    pub(crate) fn fetch(&self, key: &AppKey, zone: Option<&str>, status: u32) -> Option<Fetched> {
+        let inner = self.lock();
+        let app = inner.apps.get(key).filter(|a| !a.entries.is_empty())?;
+        Some(app.fetched(zone, status))
+    }
+
+    /// Applications (with the poller's timestamps) that changed since, or
+    /// what to wait on when none did.
+    pub(crate) fn poll(&self, wants: &[(AppKey, i64)]) -> Polled {
+        let mut inner = self.lock();
+        let mut ready = BTreeMap::new();
+        for (key, seen) in wants {
+            if let Some(app) = inner.apps.get(key).filter(|a| a.latest > *seen) {
+                ready.insert(key.appid.clone(), app.fetched(None, u32::MAX));
+            }
+        }
+        if !ready.is_empty() {
+            return Polled::Ready(ready);
+        }
+        let waits = wants
+            .iter()
+            .map(|(key, _)| inner.app(key.clone()).changed.subscribe())
+            .collect();
+        Polled::Wait(waits)
+    }
+
+    /// Every instance, by application, optionally of one environment only.
+    pub(crate) fn fetch_all(&self, env: Option<&str>) -> BTreeMap<String, Vec<Instance>> {
+        let inner = self.lock();
+        let mut all: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
+        for (key, app) in &inner.apps {
+            if env.is_some_and(|env| env != key.env) || app.entries.is_empty() {
+                continue;
+            }
+            let list = all.entry(key.appid.clone()).or_default();
+            list.extend(app.entries.values().map(|e| e.instance.clone()));
+        }
+        all
+    }
+
+    /// The number of instances.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().apps.values().map(|a| a.entries.len()).sum()
+    }
+
+    /// Whether self-protection is on.
+    pub(crate) fn protecting(&self) -> bool {
+        self.lock().guard.protecting
+    }
+
+    /// One eviction tick (every second at most): rolls the protection
+    /// window, evicts instances past their own TTL and, every
+    /// `evict_every`, those not renewed for `evict_after`. The evicted.
+    pub(crate) fn tick(&self) -> Vec<Instance> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.roll_window(now, &self.config);
+        let general = now >= inner.next_general;
+        if general {
+            inner.next_general = now + self.config.evict_every;
+        }
+        let (mut stale, expired, total) = inner.expired(now, general, &self.config);
+        let limit = total.saturating_sub(total * 85 / 100).max(1);
+        if stale.len() > limit {
+            stale.shuffle(&mut rand::rng());
+            stale.truncate(limit);
+        }
+        let ts = inner.now();
+        let mut evicted = Vec::new();
+        for (key, hostname) in stale.into_iter().chain(expired) {
+            if let Some(app) = inner.apps.get_mut(&key) {
+                evicted.extend(app.entries.remove(&hostname).map(|e| e.instance));
+                app.touch(ts);
+            }
+        }
+        if general {
+            // Forget applications nobody has or polls.
+            inner
+                .apps
+                .retain(|_, app| !app.entries.is_empty() || app.changed.receiver_count() > 0);
+        }
+        evicted
+    }
+}
+
+fn key_of(instance: &Instance) -> AppKey {
+    AppKey {
+        env: instance.env.clone(),
+        appid: instance.appid.clone(),
+    }
+}
+
+/// Sets the timestamps of a record about to be stored at `now`.
+fn stamp(instance: &mut Instance, now: i64, replication: bool) {
+    if !replication || instance.dirty_timestamp == 0 {
+        instance.dirty_timestamp = now;
+    }
+    for ts in [
+        &mut instance.reg_timestamp,
+        &mut instance.up_timestamp,
+        &mut instance.renew_timestamp,
+    ] {
+        if !replication || *ts == 0 {
+            *ts = now;
+        }
+    }
+    instance.latest_timestamp = now;
+}
+
+fn wall_clock_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// Wall-clock nanoseconds, strictly increasing.
+    fn now(&mut self) -> i64 {
+        self.last_ts = wall_clock_ns().max(self.last_ts + 1);
+        self.last_ts
+    }
+
+    fn app(&mut self, key: AppKey) -> &mut App {
+        self.apps.entry(key).or_insert_with(|| App {
+            entries: BTreeMap::new(),
+            latest: 0,
+            changed: watch::channel(0).0,
+        })
+    }
+
+    fn roll_window(&mut self, now: Instant, config: &Config) {
+        let guard = &mut self.guard;
+        if now.duration_since(guard.window_start) < config.protect_window {
+            return;
+        }
+        let settled = self
+            .apps
+            .values()
+            .flat_map(|a| a.entries.values())
+            .filter(|e| e.instance.ttl == 0 && e.since <= guard.window_start)
+            .count();
+        let per_instance = config.protect_window.as_secs_f64()
+            / config.renew_interval.as_secs_f64().max(f64::EPSILON);
+        let expected = settled as f64 * per_instance;
+        let protecting =
+            expected > 0.0 && (guard.renews as f64) < config.protect_threshold * expected;
+        if protecting != guard.protecting {
+            let renews = guard.renews;
+            if protecting {
+                tracing::warn!(
+                    renews,
+                    expected,
+                    "renews fell below the threshold: self-protection on, eviction paused"
+                );
+            } else {
+                tracing::info!(renews, expected, "renews are back: self-protection off");
+            }
+        }
+        guard.protecting = protecting;
+        guard.renews = 0;
+        guard.window_start = now;
+    }
+
+    /// Instances due for eviction: (stale ones, TTL-expired ones, how many
+    /// instances are subject to the general rule).
+    #[allow(clippy::type_complexity)] // a private helper's tuple, named at its one call site
+    fn expired(
+        &self,
+        now: Instant,
+        general: bool,
+        config: &Config,
+    ) -> (Vec<(AppKey, String)>, Vec<(AppKey, String)>, usize) {
+        let protect = self.guard.protecting;
+        let (mut stale, mut expired, mut total) = (Vec::new(), Vec::new(), 0);
+        for (key, app) in &self.apps {
+            for (hostname, entry) in &app.entries {
+                let idle = now.duration_since(entry.renewed);
+                if entry.instance.ttl > 0 {
+                    if idle > Duration::from_secs(entry.instance.ttl) {
+                        expired.push((key.clone(), hostname.clone()));
+                    }
+                    continue;
+                }
+                total += 1;
+                let due = idle > config.evict_after && (!protect || idle > config.protect_ceiling);
+                if general && due {
+                    stale.push((key.clone(), hostname.clone()));
+                }
+            }
+        }
+        (stale, expired, total)
+    }
+}
+
+// === impl App ===
+
+impl App {
+    fn touch(&mut self, now: i64) {
+        self.latest = now;
+        self.changed.send_replace(now);
+    }
+
+    fn fetched(&self, zone: Option<&str>, status: u32) -> Fetched {
+        let mut fetched = Fetched {
+            latest_timestamp: self.latest,
+            ..Fetched::default()
+        };
+        let wanted = self
+            .entries
+            .values()
+            .map(|e| &e.instance)
+            .filter(|i| zone.is_none_or(|z| z == i.zone) && (i.status & status) != 0);
+        for instance in wanted {
+            let list = fetched.instances.entry(instance.zone.clone()).or_default();
+            list.push(instance.clone());
+        }
+        fetched
+    }
+}
+
+#[cfg(test)]
+mod tests;
