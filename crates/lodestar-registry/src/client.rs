@@ -65,7 +65,10 @@ use std::{
     time::Duration,
 };
 
-use lodestar::{BoxFuture, Discovery, Error, Instance, Registrar, Registration, Snapshot, Watch};
+use lodestar::{
+    BoxFuture, Discovery, Error, Instance, Registrar, Registration, Snapshot, Subscriber,
+    Subscription, Watch,
+};
 
 pub use config::{ClientConfig, DEFAULT_PORT};
 
@@ -153,6 +156,27 @@ impl Discovery for LodestarRegistry {
         Box::pin(async move { Ok(watch::fetch(&self.shared, &service).await?.0) })
     }
 
+    fn subscribe(&self, subscriber: Subscriber) -> BoxFuture<'_, Result<Subscription, Error>> {
+        Box::pin(async move {
+            let record = subscriber_record(&subscriber)?;
+            let registration = register::register(self.shared.clone(), record).await?;
+            Ok(Subscription::from_registration(registration))
+        })
+    }
+
+    fn subscribers(&self, service: &str) -> BoxFuture<'_, Result<Vec<Subscriber>, Error>> {
+        let appid = format!("{service}{SUBSCRIBERS}");
+        let service = service.to_string();
+        Box::pin(async move {
+            let (snapshot, _) = watch::fetch(&self.shared, &appid).await?;
+            Ok(snapshot
+                .instances()
+                .iter()
+                .map(|record| subscriber_of(&service, record))
+                .collect())
+        })
+    }
+
     fn services(&self) -> BoxFuture<'_, Result<BTreeMap<String, usize>, Error>> {
         Box::pin(async move {
             let query = Form::new().pair("env", &self.shared.config.env).finish();
@@ -161,10 +185,43 @@ impl Discovery for LodestarRegistry {
             let apps: BTreeMap<String, Vec<serde_json::Value>> = self.shared.data(reply)?;
             Ok(apps
                 .into_iter()
-                .filter(|(_, list)| !list.is_empty())
+                .filter(|(appid, list)| !list.is_empty() && !appid.ends_with(SUBSCRIBERS))
                 .map(|(appid, list)| (appid, list.len()))
                 .collect())
         })
+    }
+}
+
+/// Subscribers of service `S` are kept as instances of app `S` + this, one
+/// per client, renewed like any registration: discovery has no notion of
+/// subscribers, and this keeps its API (and its clients) untouched.
+const SUBSCRIBERS: &str = "@lodestar-subscribers";
+
+fn subscriber_record(subscriber: &Subscriber) -> Result<Instance, Error> {
+    Ok(Instance::new(
+        format!("{}{SUBSCRIBERS}", subscriber.service),
+        &subscriber.client_id,
+    )
+    .with_endpoint("subscriber://localhost:1".parse()?)
+    .with_metadata("host", &subscriber.host)
+    .with_metadata("pid", subscriber.pid.to_string())
+    .with_metadata("since", subscriber.since.to_string()))
+}
+
+fn subscriber_of(service: &str, record: &Instance) -> Subscriber {
+    let number = |key: &str| {
+        record
+            .metadata
+            .get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_default()
+    };
+    Subscriber {
+        service: service.to_string(),
+        client_id: record.id.clone(),
+        host: record.metadata.get("host").cloned().unwrap_or_default(),
+        pid: u32::try_from(number("pid")).unwrap_or_default(),
+        since: number("since"),
     }
 }
 

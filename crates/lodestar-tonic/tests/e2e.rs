@@ -1,5 +1,7 @@
-//! The balanced channel and the serve helper end to end: real etcd, real
-//! tonic servers on loopback.
+//! The balanced channel and the serve helper end to end, on real tonic
+//! servers on loopback: every scenario runs against a real etcd and against
+//! the built-in registry (`lodestar://`), so the channel and the serve helper
+//! are shown to work the same on both.
 
 use std::{
     collections::BTreeMap,
@@ -11,8 +13,10 @@ use std::{
 };
 
 use lodestar::{Discovery, Instance, balance::BuiltinPolicy};
+use lodestar::{Registrar, Snapshot, Subscriber};
 use lodestar_etcd::EtcdRegistry;
-use lodestar_test_support::{EtcdNode, eventually};
+use lodestar_registry::{LodestarRegistry, server};
+use lodestar_test_support::{EtcdNode, eventually, free_port};
 use lodestar_tonic::{
     Channel,
     echo::{EchoReply, EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer},
@@ -23,6 +27,142 @@ use tonic::{Code, Request, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Runs each scenario on both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd() {
+                super::$name(super::Backend::etcd().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lodestar_registry() {
+                super::$name(super::Backend::lodestar().await).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    round_robin_spreads_evenly_and_p2c_uses_everyone,
+    version_pins_and_colour_lanes,
+    not_serving_instances_are_ejected_and_come_back,
+    no_instance_fails_after_the_first_snapshot_wait_with_a_clear_error,
+    a_rolling_restart_under_load_loses_no_call,
+    the_registry_down_mid_load_loses_no_call,
+    a_crashed_instance_is_routed_around,
+    colour_propagates_through_a_two_hop_chain,
+    the_serve_helper_registers_when_serving_and_deregisters_before_closing,
+    every_policy_distributes_as_it_says,
+    the_first_call_of_a_new_channel_sees_the_whole_initial_view,
+    a_channel_records_itself_as_a_subscriber_while_it_lives,
+);
+
+/// Both halves of a registry, whichever backend is behind them.
+#[derive(Clone)]
+struct Reg {
+    registrar: Arc<dyn Registrar>,
+    discovery: Arc<dyn Discovery>,
+}
+
+impl Reg {
+    async fn get(&self, service: &str) -> Result<Snapshot, lodestar::Error> {
+        self.discovery.get(service).await
+    }
+
+    async fn subscribers(&self, service: &str) -> Result<Vec<Subscriber>, lodestar::Error> {
+        self.discovery.subscribers(service).await
+    }
+}
+
+/// A registry process (or in-process node) the tests can stop and restart.
+enum Node {
+    Etcd(EtcdNode),
+    Lodestar {
+        addr: std::net::SocketAddr,
+        task: Option<JoinHandle<std::io::Result<()>>>,
+    },
+}
+
+struct Backend {
+    node: Node,
+    registry: Reg,
+}
+
+impl Backend {
+    async fn etcd() -> Self {
+        let etcd = EtcdNode::start().await;
+        let url = format!("{}?ttl=2s", etcd.url());
+        let registry = Arc::new(EtcdRegistry::connect(url.parse().unwrap()).await.unwrap());
+        Self {
+            node: Node::Etcd(etcd),
+            registry: Reg {
+                registrar: registry.clone(),
+                discovery: registry,
+            },
+        }
+    }
+
+    async fn lodestar() -> Self {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let task = start_registry(addr).await;
+        let url = format!("lodestar://{addr}?ttl=2s");
+        let registry = Arc::new(
+            LodestarRegistry::connect(url.parse().unwrap())
+                .await
+                .unwrap(),
+        );
+        Self {
+            node: Node::Lodestar {
+                addr,
+                task: Some(task),
+            },
+            registry: Reg {
+                registrar: registry.clone(),
+                discovery: registry,
+            },
+        }
+    }
+
+    fn registry(&self) -> Reg {
+        self.registry.clone()
+    }
+
+    /// The address an error about this registry should name.
+    fn address(&self) -> String {
+        match &self.node {
+            Node::Etcd(etcd) => etcd.client_addr(),
+            Node::Lodestar { addr, .. } => addr.to_string(),
+        }
+    }
+
+    fn kill(&mut self) {
+        match &mut self.node {
+            Node::Etcd(etcd) => etcd.kill(),
+            Node::Lodestar { task, .. } => {
+                if let Some(task) = task.take() {
+                    task.abort();
+                }
+            }
+        }
+    }
+
+    async fn restart(&mut self) {
+        match &mut self.node {
+            Node::Etcd(etcd) => etcd.restart().await,
+            Node::Lodestar { addr, task } => *task = Some(start_registry(*addr).await),
+        }
+    }
+}
+
+async fn start_registry(addr: std::net::SocketAddr) -> JoinHandle<std::io::Result<()>> {
+    let node = server::Server::bind(server::Config::new(addr))
+        .await
+        .unwrap();
+    tokio::spawn(node.serve(std::future::pending()))
+}
 
 struct Echo {
     stop: Option<oneshot::Sender<()>>,
@@ -43,13 +183,8 @@ impl Echo {
     }
 }
 
-async fn registry(etcd: &EtcdNode) -> Arc<EtcdRegistry> {
-    let url = format!("{}?ttl=2s", etcd.url());
-    Arc::new(EtcdRegistry::connect(url.parse().unwrap()).await.unwrap())
-}
-
-async fn echo(registry: &Arc<EtcdRegistry>, instance: Instance) -> Echo {
-    let bound = serve::Server::builder(registry.clone(), instance)
+async fn echo(registry: &Reg, instance: Instance) -> Echo {
+    let bound = serve::Server::builder(registry.registrar.clone(), instance)
         .propagation_delay(Duration::from_millis(300))
         .drain_timeout(Duration::from_secs(5))
         .bind()
@@ -72,9 +207,9 @@ fn inst(id: &str, version: &str) -> Instance {
     Instance::new("echo", id).with_version(version)
 }
 
-fn client(registry: &Arc<EtcdRegistry>, policy: BuiltinPolicy) -> EchoClient<Channel> {
+fn client(registry: &Reg, policy: BuiltinPolicy) -> EchoClient<Channel> {
     EchoClient::new(
-        Channel::builder(registry.clone(), "echo")
+        Channel::builder(registry.discovery.clone(), "echo")
             .policy(policy)
             .connect(),
     )
@@ -128,10 +263,8 @@ async fn count(
     counts
 }
 
-#[tokio::test]
-async fn round_robin_spreads_evenly_and_p2c_uses_everyone() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn round_robin_spreads_evenly_and_p2c_uses_everyone(backend: Backend) {
+    let registry = backend.registry();
     let _servers = [
         echo(&registry, inst("a", "v1")).await,
         echo(&registry, inst("b", "v1")).await,
@@ -152,10 +285,8 @@ async fn round_robin_spreads_evenly_and_p2c_uses_everyone() {
     assert_eq!(counts.len(), 3, "{counts:?}");
 }
 
-#[tokio::test]
-async fn version_pins_and_colour_lanes() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn version_pins_and_colour_lanes(backend: Backend) {
+    let registry = backend.registry();
     let _servers = [
         echo(&registry, inst("base-1", "v1")).await,
         echo(&registry, inst("base-2", "v2")).await,
@@ -193,10 +324,8 @@ async fn version_pins_and_colour_lanes() {
     );
 }
 
-#[tokio::test]
-async fn not_serving_instances_are_ejected_and_come_back() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn not_serving_instances_are_ejected_and_come_back(backend: Backend) {
+    let registry = backend.registry();
     let a = echo(&registry, inst("a", "v1")).await;
     let _b = echo(&registry, inst("b", "v1")).await;
     let client = client(&registry, BuiltinPolicy::RoundRobin);
@@ -216,11 +345,9 @@ async fn not_serving_instances_are_ejected_and_come_back() {
     until_all_answer(&client, &["a", "b"]).await;
 }
 
-#[tokio::test]
-async fn no_instance_fails_after_the_first_snapshot_wait_with_a_clear_error() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
-    let channel = Channel::builder(registry.clone(), "nobody")
+async fn no_instance_fails_after_the_first_snapshot_wait_with_a_clear_error(backend: Backend) {
+    let registry = backend.registry();
+    let channel = Channel::builder(registry.discovery.clone(), "nobody")
         .first_snapshot_timeout(Duration::from_millis(300))
         .connect();
     let mut client = EchoClient::new(channel);
@@ -230,7 +357,7 @@ async fn no_instance_fails_after_the_first_snapshot_wait_with_a_clear_error() {
         .unwrap_err();
     assert!(started.elapsed() < PATIENCE);
     assert_eq!(err.code(), Code::Unavailable);
-    for part in ["nobody", "blue", &etcd.client_addr()] {
+    for part in ["nobody", "blue", &backend.address()] {
         assert!(
             err.message().contains(part),
             "{part:?} missing from {:?}",
@@ -266,10 +393,8 @@ fn load(
     (ok, failed, tasks)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_under_load_loses_no_call() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn a_rolling_restart_under_load_loses_no_call(backend: Backend) {
+    let registry = backend.registry();
     let mut servers = Vec::new();
     for id in ["a", "b", "c"] {
         servers.push(echo(&registry, inst(id, "v1")).await);
@@ -301,10 +426,8 @@ async fn a_rolling_restart_under_load_loses_no_call() {
     assert_eq!(snapshot.len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_registry_down_mid_load_loses_no_call() {
-    let mut etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn the_registry_down_mid_load_loses_no_call(mut backend: Backend) {
+    let registry = backend.registry();
     let _servers = [
         echo(&registry, inst("a", "v1")).await,
         echo(&registry, inst("b", "v1")).await,
@@ -314,7 +437,7 @@ async fn the_registry_down_mid_load_loses_no_call() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, tasks) = load(&client, 8, &stop);
-    etcd.kill();
+    backend.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let during = ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -322,7 +445,7 @@ async fn the_registry_down_mid_load_loses_no_call() {
         ok.load(Ordering::Relaxed) > during,
         "calls go on while etcd is down"
     );
-    etcd.restart().await;
+    backend.restart().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
@@ -331,10 +454,8 @@ async fn the_registry_down_mid_load_loses_no_call() {
     assert_eq!(failed.load(Ordering::Relaxed), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_instance_is_routed_around() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn a_crashed_instance_is_routed_around(backend: Backend) {
+    let registry = backend.registry();
     let a = echo(&registry, inst("a", "v1")).await;
     let _b = echo(&registry, inst("b", "v1")).await;
     let client = client(&registry, BuiltinPolicy::RoundRobin);
@@ -379,23 +500,25 @@ impl lodestar_tonic::echo::echo_server::Echo for Front {
     }
 }
 
-#[tokio::test]
-async fn colour_propagates_through_a_two_hop_chain() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn colour_propagates_through_a_two_hop_chain(backend: Backend) {
+    let registry = backend.registry();
     let _base = echo(&registry, inst("base", "v1")).await;
     let _blue = echo(&registry, inst("blue", "v1").with_metadata("color", "blue")).await;
     let backend = client(&registry, BuiltinPolicy::RoundRobin);
     until_all_answer(&backend, &["base"]).await;
 
-    let bound = serve::Server::builder(registry.clone(), Instance::new("front", "front-1"))
-        .propagation_delay(Duration::from_millis(100))
-        .bind()
-        .await
-        .unwrap();
+    let bound = serve::Server::builder(
+        registry.registrar.clone(),
+        Instance::new("front", "front-1"),
+    )
+    .propagation_delay(Duration::from_millis(100))
+    .bind()
+    .await
+    .unwrap();
     let routes = Routes::new(EchoServer::new(Front { backend }));
     tokio::spawn(bound.serve(routes, std::future::pending()));
-    let mut front = EchoClient::new(Channel::builder(registry.clone(), "front").connect());
+    let mut front =
+        EchoClient::new(Channel::builder(registry.discovery.clone(), "front").connect());
 
     let reply = say(&mut front, &[("lodestar-color", "blue")])
         .await
@@ -411,10 +534,8 @@ async fn colour_propagates_through_a_two_hop_chain() {
     );
 }
 
-#[tokio::test]
-async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing(backend: Backend) {
+    let registry = backend.registry();
     let server = echo(&registry, inst("a", "v1")).await;
     eventually("registered", PATIENCE, || async {
         registry.get("echo").await.unwrap().len() == 1
@@ -430,7 +551,7 @@ async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing(
     assert!(registry.get("echo").await.unwrap().is_empty());
 
     // Listening on 0.0.0.0 needs an address clients can reach.
-    let err = serve::Server::builder(registry.clone(), inst("x", "v1"))
+    let err = serve::Server::builder(registry.registrar.clone(), inst("x", "v1"))
         .listen("0.0.0.0:0".parse().unwrap())
         .bind()
         .await
@@ -438,10 +559,8 @@ async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing(
     assert!(err.to_string().contains("advertise"), "{err}");
 }
 
-#[tokio::test]
-async fn a_channel_records_itself_as_a_subscriber_while_it_lives() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn a_channel_records_itself_as_a_subscriber_while_it_lives(backend: Backend) {
+    let registry = backend.registry();
     let _a = echo(&registry, inst("a", "v1")).await;
     let client = client(&registry, BuiltinPolicy::P2c);
     until_all_answer(&client, &["a"]).await;
@@ -462,10 +581,8 @@ async fn a_channel_records_itself_as_a_subscriber_while_it_lives() {
     .await;
 }
 
-#[tokio::test]
-async fn every_policy_distributes_as_it_says() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn every_policy_distributes_as_it_says(backend: Backend) {
+    let registry = backend.registry();
     let _servers = [
         echo(&registry, inst("a", "v1").with_metadata("weight", "100")).await,
         echo(&registry, inst("b", "v1").with_metadata("weight", "300")).await,
@@ -493,10 +610,8 @@ async fn every_policy_distributes_as_it_says() {
     }
 }
 
-#[tokio::test]
-async fn the_first_call_of_a_new_channel_sees_the_whole_initial_view() {
-    let etcd = EtcdNode::start().await;
-    let registry = registry(&etcd).await;
+async fn the_first_call_of_a_new_channel_sees_the_whole_initial_view(backend: Backend) {
+    let registry = backend.registry();
     let _base = echo(&registry, inst("base", "v1")).await;
     let _blue = echo(&registry, inst("blue", "v1").with_metadata("color", "blue")).await;
     eventually("both registered", PATIENCE, || async {

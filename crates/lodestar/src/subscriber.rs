@@ -26,7 +26,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, registry::Lease};
+use crate::{BoxFuture, Error, Registration, registry::Lease};
 
 /// A client consuming a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,12 @@ impl Subscription {
         Self { lease: Some(lease) }
     }
 
+    /// A subscription kept as a registration, for backends that store
+    /// subscribers as records of their own.
+    pub fn from_registration(registration: Registration) -> Self {
+        Self::new(Box::new(Held(registration)))
+    }
+
     /// A subscription the backend does not record anywhere.
     pub fn unrecorded() -> Self {
         Self { lease: None }
@@ -111,5 +117,15 @@ impl Subscription {
             Some(lease) => lease.deregister().await,
             None => Ok(()),
         }
+    }
+}
+
+/// A registration standing for a subscriber record.
+#[derive(Debug)]
+struct Held(Registration);
+
+impl Lease for Held {
+    fn deregister(self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(self.0.deregister())
     }
 }
