@@ -56,7 +56,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo tells its own story; the others log their state changes.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => {
+            "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info"
+        }
+    };
+    init_tracing(default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -92,11 +99,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Logs go to stderr; `LODESTAR_LOG` takes a tracing filter (e.g. `debug`).
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LODESTAR_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("warn,lodestar=info,lodestar_etcd=info,lodestar_cli=info")
-    });
+    let filter =
+        EnvFilter::try_from_env("LODESTAR_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -277,6 +277,9 @@ async fn release(
     }
     tracing::info!(instance = %name, delay = ?options.propagation_delay, "not serving and deregistered; draining");
     tokio::time::sleep(options.propagation_delay).await;
+    // Health watches are streams that never end by themselves: end them, or
+    // the drain would wait for them until its timeout.
+    reporter.clone().clear_service_status("").await;
 }
 
 fn flatten(

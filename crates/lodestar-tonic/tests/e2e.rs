@@ -58,6 +58,7 @@ on_both_backends!(
     every_policy_distributes_as_it_says,
     the_first_call_of_a_new_channel_sees_the_whole_initial_view,
     a_channel_records_itself_as_a_subscriber_while_it_lives,
+    a_clean_shutdown_does_not_wait_for_the_drain_timeout,
 );
 
 /// Both halves of a registry, whichever backend is behind them.
@@ -627,4 +628,27 @@ async fn the_first_call_of_a_new_channel_sees_the_whole_initial_view(backend: Ba
             .unwrap();
         assert_eq!(reply.instance, "blue");
     }
+}
+
+/// A connected client keeps a health watch stream open on the server; the
+/// drain must end it rather than wait for the drain timeout.
+async fn a_clean_shutdown_does_not_wait_for_the_drain_timeout(backend: Backend) {
+    let registry = backend.registry();
+    let bound = serve::Server::builder(registry.registrar.clone(), inst("a", "v1"))
+        .propagation_delay(Duration::from_millis(100))
+        .drain_timeout(Duration::from_secs(600))
+        .bind()
+        .await
+        .unwrap();
+    let routes = Routes::new(EchoServer::new(EchoService::new(bound.instance().clone())));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(bound.serve(routes, async {
+        let _ = stopped.await;
+    }));
+    let client = client(&registry, BuiltinPolicy::P2c);
+    until_all_answer(&client, &["a"]).await;
+    stop.send(()).unwrap();
+    let done = tokio::time::timeout(PATIENCE, server).await;
+    assert!(done.is_ok(), "the drain waited for its 600 s timeout");
+    done.unwrap().unwrap().unwrap();
 }
