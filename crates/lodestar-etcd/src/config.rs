@@ -125,9 +125,9 @@ impl EtcdConfig {
                     }
                 }
             }
-            "ttl" => self.ttl = parse_duration(key, value)?,
-            "connect_timeout" => self.connect_timeout = parse_duration(key, value)?,
-            "timeout" => self.request_timeout = parse_duration(key, value)?,
+            "ttl" => self.ttl = lodestar::url::duration(key, value)?,
+            "connect_timeout" => self.connect_timeout = lodestar::url::duration(key, value)?,
+            "timeout" => self.request_timeout = lodestar::url::duration(key, value)?,
             "tls" => match value {
                 "true" | "1" => {
                     self.tls.get_or_insert_with(TlsConfig::default);
@@ -175,37 +175,6 @@ fn config(reason: String) -> Error {
     Error::Config(reason)
 }
 
-fn parse_duration(key: &str, value: &str) -> Result<Duration, Error> {
-    let bad = || {
-        config(format!(
-            "{key} must be a duration like 500ms or 10s, not {value:?}"
-        ))
-    };
-    let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else {
-        (value.strip_suffix('s').unwrap_or(value), 1.0)
-    };
-    let secs = number.parse::<f64>().map_err(|_| bad())? * scale;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(bad)
-}
-
-fn check_endpoint(endpoint: &str) -> Result<(), Error> {
-    let bad = |why: &str| config(format!("etcd endpoint {endpoint:?}: {why}"));
-    let (host, port) = endpoint
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected host:port"))?;
-    if host.is_empty() || host.contains('/') {
-        return Err(bad("expected host:port"));
-    }
-    port.parse::<u16>()
-        .map_err(|_| bad("port is not a number"))?;
-    Ok(())
-}
-
 impl FromStr for EtcdConfig {
     type Err = Error;
 
@@ -228,12 +197,9 @@ impl FromStr for EtcdConfig {
             }
             None => (None, authority),
         };
-        let endpoints: Vec<String> = hosts.split(',').map(str::to_string).collect();
-        endpoints.iter().try_for_each(|e| check_endpoint(e))?;
-        let mut config = EtcdConfig::new(endpoints);
+        let mut config = EtcdConfig::new(lodestar::url::hosts("etcd endpoint", hosts)?);
         config.user = user;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        for (key, value) in lodestar::url::options(query) {
             config.apply_option(key, value)?;
         }
         config.prefix = match (config.layout, path) {

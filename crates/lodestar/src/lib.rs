@@ -56,6 +56,7 @@ pub mod instance;
 pub mod memory;
 pub mod registry;
 pub mod subscriber;
+pub mod url;
 
 pub use discovery::{Change, Discovery, Snapshot, Watch};
 pub use error::{BoxError, Error};

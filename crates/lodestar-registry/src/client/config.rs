@@ -85,15 +85,15 @@ impl ClientConfig {
             "env" => self.env = nonempty(key, value)?,
             "zone" => self.zone = nonempty(key, value)?,
             "ttl" => {
-                let ttl = parse_duration(key, value)?;
+                let ttl = lodestar::url::duration(key, value)?;
                 if ttl < Duration::from_secs(1) {
                     return Err(config("ttl must be at least 1s".into()));
                 }
                 self.ttl = Some(ttl);
             }
-            "renew" => self.renew_interval = parse_duration(key, value)?,
-            "connect_timeout" => self.connect_timeout = parse_duration(key, value)?,
-            "timeout" => self.request_timeout = parse_duration(key, value)?,
+            "renew" => self.renew_interval = lodestar::url::duration(key, value)?,
+            "connect_timeout" => self.connect_timeout = lodestar::url::duration(key, value)?,
+            "timeout" => self.request_timeout = lodestar::url::duration(key, value)?,
             _ => {
                 return Err(config(format!(
                     "unknown option {key:?} (known: env, zone, ttl, renew, connect_timeout, timeout)"
@@ -118,36 +118,6 @@ fn nonempty(key: &str, value: &str) -> Result<String, Error> {
     }
 }
 
-fn parse_duration(key: &str, value: &str) -> Result<Duration, Error> {
-    let bad = || {
-        config(format!(
-            "{key} must be a duration like 500ms or 10s, not {value:?}"
-        ))
-    };
-    let (number, scale) = match value.strip_suffix("ms") {
-        Some(ms) => (ms, 1e-3),
-        None => (value.strip_suffix('s').unwrap_or(value), 1.0),
-    };
-    let secs = number.parse::<f64>().map_err(|_| bad())? * scale;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(bad)
-}
-
-fn check_node(node: &str) -> Result<(), Error> {
-    let bad = |why: &str| config(format!("registry node {node:?}: {why}"));
-    let (host, port) = node
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected host:port"))?;
-    if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Err(bad("expected host:port"));
-    }
-    port.parse::<u16>()
-        .map_err(|_| bad("port is not a number"))?;
-    Ok(())
-}
-
 impl FromStr for ClientConfig {
     type Err = Error;
 
@@ -160,11 +130,8 @@ impl FromStr for ClientConfig {
         })?;
         let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
         let hosts = hosts.trim_end_matches('/');
-        let nodes: Vec<String> = hosts.split(',').map(str::to_string).collect();
-        nodes.iter().try_for_each(|n| check_node(n))?;
-        let mut config = ClientConfig::new(nodes);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let mut config = ClientConfig::new(lodestar::url::hosts("registry node", hosts)?);
+        for (key, value) in lodestar::url::options(query) {
             config.apply_option(key, value)?;
         }
         Ok(config)
