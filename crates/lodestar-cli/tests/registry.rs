@@ -1,69 +1,17 @@
 //! `lodestar registry` end to end: the server as a child process, and the
 //! other commands using it through `lodestar://`.
 
-use std::{process::Stdio, time::Duration};
+mod support;
+
+use support::*;
+
+use std::time::Duration;
 
 use lodestar_test_support::{eventually, free_port};
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
-    process::{Child, ChildStderr, Command},
+    process::{Child, ChildStderr},
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_lodestar");
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn lodestar(registry: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env("LODESTAR_REGISTRY", registry)
-        .env_remove("LODESTAR_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(registry: &str, args: &[&str]) -> Output {
-    let output = tokio::time::timeout(PATIENCE, lodestar(registry, args).output())
-        .await
-        .expect("lodestar finished in time")
-        .expect("lodestar ran");
-    Output {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("child still running").to_string();
-    let status = std::process::Command::new("kill")
-        .args([name, &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_for(lines: &mut Lines<BufReader<ChildStderr>>, needle: &str) -> String {
-    loop {
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .expect("a line in time")
-            .expect("readable")
-            .unwrap_or_else(|| panic!("output ended before {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
 
 /// A registry node on a free port, with its URL and log.
 async fn registry(extra: &[&str]) -> (Child, String, Lines<BufReader<ChildStderr>>) {
@@ -78,41 +26,6 @@ async fn registry_at(addr: &str, extra: &[&str]) -> (Child, String, Lines<BufRea
     let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
     wait_for(&mut log, "registry listening on").await;
     (child, format!("lodestar://{addr}"), log)
-}
-
-fn spawn_register(url: &str, id: &str, ttl: &str) -> (Child, Lines<BufReader<ChildStderr>>) {
-    let args = [
-        "register",
-        "--service",
-        "echo",
-        "--id",
-        id,
-        "--endpoint",
-        "grpc://127.0.0.1:50051",
-        "--version",
-        "v1",
-        "--meta",
-        "color=blue",
-        "--ttl",
-        ttl,
-    ];
-    let mut child = lodestar(url, &args).spawn().unwrap();
-    let log = BufReader::new(child.stderr.take().unwrap()).lines();
-    (child, log)
-}
-
-async fn ids(url: &str) -> Vec<String> {
-    let out = run(url, &["get", "echo", "--json"]).await;
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    out.stdout
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -133,7 +46,7 @@ async fn register_get_ls_watch_on_the_built_in_registry() {
     let added: serde_json::Value = serde_json::from_str(&added).unwrap();
     assert_eq!(added["event"], "add");
     assert_eq!(added["instance"]["metadata"]["color"], "blue");
-    assert_eq!(ids(&url).await, ["a"]);
+    assert_eq!(ids(&url, "echo").await, ["a"]);
     let ls = run(&url, &["ls", "--json"]).await;
     assert_eq!(ls.stdout.trim(), r#"{"instances":1,"service":"echo"}"#);
 
@@ -161,10 +74,10 @@ async fn a_killed_sidecar_goes_after_its_ttl() {
     wait_for(&mut log, "registered echo/crashy").await;
     register.start_kill().unwrap();
     register.wait().await.unwrap();
-    assert_eq!(ids(&url).await, ["crashy"]);
+    assert_eq!(ids(&url, "echo").await, ["crashy"]);
     // Evicted after its own TTL, long before the 90 s of the general rule.
     eventually("the record to expire", PATIENCE, || async {
-        ids(&url).await.is_empty()
+        ids(&url, "echo").await.is_empty()
     })
     .await;
 }
@@ -179,7 +92,7 @@ async fn a_restarted_registry_gets_the_sidecar_back() {
     server.wait().await.unwrap();
     let (_server, _, _log) = registry_at(&addr, &[]).await;
     eventually("the sidecar to register again", PATIENCE, || async {
-        ids(&url).await == ["survivor"]
+        ids(&url, "echo").await == ["survivor"]
     })
     .await;
 }
@@ -297,7 +210,7 @@ async fn balanced_calls_and_a_graceful_release_on_the_built_in_registry() {
     wait_for(&mut log_a, "serving echo/a").await;
     wait_for(&mut log_b, "serving echo/b").await;
     eventually("both instances to be registered", PATIENCE, || async {
-        ids(&url).await.len() == 2
+        ids(&url, "echo").await.len() == 2
     })
     .await;
 
@@ -332,5 +245,5 @@ async fn balanced_calls_and_a_graceful_release_on_the_built_in_registry() {
         report["errors"], 0,
         "a graceful release loses no call: {report}"
     );
-    assert_eq!(ids(&url).await, ["b"]);
+    assert_eq!(ids(&url, "echo").await, ["b"]);
 }
