@@ -50,7 +50,7 @@ enum Command {
     ServeEcho(cmd::serve_echo::Args),
     /// Drive echo calls through the balanced channel; print distribution, errors, latency.
     Call(cmd::call::Args),
-    /// Walk through registration and discovery on the in-process registry.
+    /// The whole story in one process: a built-in registry node, echo servers, balanced calls, a rolling restart.
     Demo(cmd::demo::Args),
 }
 
