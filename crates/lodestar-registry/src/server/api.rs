@@ -84,14 +84,19 @@ async fn register(State(node): State<Arc<Node>>, request: Request) -> Answer {
     }
 }
 
+/// The dirty timestamp a peer sends with a replicated renew or cancel.
+fn replicated_dirty(params: &Params, replication: bool) -> Result<Option<i64>, Rejection> {
+    match replication {
+        true => optional_number(params, "dirty_timestamp"),
+        false => Ok(None),
+    }
+}
+
 async fn renew(State(node): State<Arc<Node>>, request: Request) -> Answer {
     let params = params(&node, request).await?;
     let (key, hostname) = instance_key(&params)?;
     let replication = is_replication(&params);
-    let dirty = match replication {
-        true => optional_number(&params, "dirty_timestamp")?,
-        false => None,
-    };
+    let dirty = replicated_dirty(&params, replication)?;
     match node.store.renew(&key, hostname, dirty) {
         Ok(dirty) => {
             if !replication {
@@ -112,10 +117,7 @@ async fn cancel(State(node): State<Arc<Node>>, request: Request) -> Answer {
     let params = params(&node, request).await?;
     let (key, hostname) = instance_key(&params)?;
     let replication = is_replication(&params);
-    let dirty = match replication {
-        true => optional_number(&params, "dirty_timestamp")?,
-        false => None,
-    };
+    let dirty = replicated_dirty(&params, replication)?;
     let dirty = node.store.cancel(&key, hostname, dirty).map_err(refused)?;
     if !replication {
         let hostname = hostname.to_string();

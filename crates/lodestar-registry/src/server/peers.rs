@@ -179,13 +179,7 @@ impl Sender {
                 hostname,
                 dirty,
             } => {
-                let form = Form::new()
-                    .pair("env", &key.env)
-                    .pair("appid", &key.appid)
-                    .pair("hostname", hostname)
-                    .pair("dirty_timestamp", &dirty.to_string())
-                    .pair("replication", "true")
-                    .finish();
+                let form = replicated(key, hostname, *dirty);
                 let reply = self.post("/discovery/renew", form).await?;
                 match reply.code() {
                     // The peer misses the instance or has an older copy.
@@ -201,13 +195,7 @@ impl Sender {
                 hostname,
                 dirty,
             } => {
-                let form = Form::new()
-                    .pair("env", &key.env)
-                    .pair("appid", &key.appid)
-                    .pair("hostname", hostname)
-                    .pair("dirty_timestamp", &dirty.to_string())
-                    .pair("replication", "true")
-                    .finish();
+                let form = replicated(key, hostname, *dirty);
                 let reply = self.post("/discovery/cancel", form).await?;
                 self.settle(reply)
             }
@@ -302,4 +290,15 @@ async fn pull(http: &HttpClient, addr: &str, store: &Store) -> Result<usize, Cal
         }
     }
     Ok(count)
+}
+
+/// The form of a renew or cancel forwarded to a peer.
+fn replicated(key: &AppKey, hostname: &str, dirty: i64) -> String {
+    Form::new()
+        .pair("env", &key.env)
+        .pair("appid", &key.appid)
+        .pair("hostname", hostname)
+        .pair("dirty_timestamp", &dirty.to_string())
+        .pair("replication", "true")
+        .finish()
 }
