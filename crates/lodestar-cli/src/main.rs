@@ -12,6 +12,8 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+use crate::output::errln;
+
 /// Service registration and discovery for tonic and HTTP services.
 #[derive(Debug, Parser)]
 #[command(name = "lodestar", version)]
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("lodestar: error: cannot start the async runtime: {e}");
+            errln!("lodestar: error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -77,7 +79,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lodestar: error: {e:#}");
+            errln!("lodestar: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -107,6 +109,9 @@ fn init_tracing(default_filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Its own error report goes through eprintln!, which panics on a
+        // closed stderr: a lost log line must not take the process down.
+        .log_internal_errors(false)
         .with_target(false)
         .init();
 }

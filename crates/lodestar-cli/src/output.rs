@@ -17,6 +17,17 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// Prints a message to stderr like `eprintln!`, but never panics: a closed
+/// stderr loses the message, not the process (a sidecar must keep its
+/// registration alive whatever happened to its log pipe).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use errln;
+
 /// Writes to stdout; exits with success when the reader has gone away.
 pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
     let mut stdout = std::io::stdout().lock();
@@ -24,7 +35,7 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("lodestar: error: writing to stdout: {e}");
+        errln!("lodestar: error: writing to stdout: {e}");
         std::process::exit(1);
     }
 }

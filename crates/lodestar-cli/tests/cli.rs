@@ -436,3 +436,28 @@ async fn kill_9_of_an_instance_mid_load_fails_only_the_calls_in_flight() {
         "{summary}"
     );
 }
+
+#[tokio::test]
+async fn a_closed_stderr_does_not_kill_a_sidecar() {
+    let mut etcd = EtcdNode::start().await;
+    let url = etcd.url();
+    let (mut register, log) = spawn_register(&url, "quiet", "2");
+    drop(log); // nobody reads its messages any more
+    eventually("registered", PATIENCE, || async {
+        ids(&url, "echo").await == ["quiet"]
+    })
+    .await;
+    // Losing the lease makes it log; it must carry on and register again.
+    etcd.restart_empty().await;
+    eventually("registered again", PATIENCE, || async {
+        ids(&url, "echo").await == ["quiet"]
+    })
+    .await;
+    signal(&register, "-TERM");
+    let status = tokio::time::timeout(PATIENCE, register.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(ids(&url, "echo").await.is_empty());
+}

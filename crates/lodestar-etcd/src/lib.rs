@@ -451,7 +451,7 @@ impl Shared {
 
 /// etcd-client's errors print tonic's whole debug form; people need the
 /// gRPC message and the root cause ("tcp connect error: Connection refused").
-fn concise(e: etcd_client::Error) -> lodestar::BoxError {
+pub(crate) fn concise(e: etcd_client::Error) -> lodestar::BoxError {
     let etcd_client::Error::GRpcStatus(status) = &e else {
         return e.into();
     };

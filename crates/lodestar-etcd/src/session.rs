@@ -28,7 +28,7 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-use crate::{Shared, is_lease_gone};
+use crate::{Shared, concise, is_lease_gone};
 
 /// Puts per transaction when re-registering many records (etcd's default
 /// `--max-txn-ops` is 128).
@@ -459,7 +459,7 @@ async fn keep_alive(live: &mut Live, ttl: Duration) -> Failure {
             () = sleep_until(live.next_keepalive) => {
                 live.next_keepalive = Instant::now() + ttl / 3;
                 if let Err(e) = live.keeper.keep_alive().await {
-                    return Failure::Unreachable(e.to_string());
+                    return Failure::Unreachable(concise(e).to_string());
                 }
             }
             message = live.stream.message() => match message {
@@ -468,7 +468,7 @@ async fn keep_alive(live: &mut Live, ttl: Duration) -> Failure {
                 }
                 Ok(Some(_)) => return Failure::Gone,
                 Ok(None) => return Failure::Unreachable("keep-alive stream ended".into()),
-                Err(e) => return Failure::Unreachable(e.to_string()),
+                Err(e) => return Failure::Unreachable(concise(e).to_string()),
             },
             () = sleep_until(live.expires) => {
                 return Failure::Unreachable("no keep-alive answer within the TTL".into());

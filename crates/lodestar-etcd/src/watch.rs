@@ -209,7 +209,7 @@ async fn stream(
         let response = match stream.message().await {
             Ok(Some(response)) => response,
             Ok(None) => return Stop::Broken("watch stream ended".into()),
-            Err(e) => return Stop::Broken(e.to_string()),
+            Err(e) => return Stop::Broken(crate::concise(e).to_string()),
         };
         if response.canceled() {
             if response.compact_revision() > 0 {

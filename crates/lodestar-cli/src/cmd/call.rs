@@ -16,7 +16,11 @@ use lodestar_tonic::{
 };
 use tokio::time::Instant;
 
-use crate::{cmd::Shutdown, output::outln, registry};
+use crate::{
+    cmd::Shutdown,
+    output::{errln, outln},
+    registry,
+};
 
 /// Flags of `lodestar call`.
 #[derive(Debug, clap::Args)]
@@ -99,7 +103,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(progress) = progress {
         progress.abort();
-        eprintln!();
+        errln!();
     }
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     report(&tally, started.elapsed(), args.json);
@@ -202,7 +206,14 @@ async fn progress(tally: Arc<Mutex<Tally>>, started: Instant) {
             (tally.ok, tally.errors.values().sum::<u64>())
         };
         let rate = (ok + errors) as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        eprint!("\r{} calls, {rate:.0}/s, {errors} errors   ", ok + errors);
+        {
+            use std::io::Write as _;
+            let _ = write!(
+                std::io::stderr().lock(),
+                "\r{} calls, {rate:.0}/s, {errors} errors   ",
+                ok + errors
+            );
+        }
     }
 }
 
@@ -219,7 +230,7 @@ fn report(tally: &Tally, elapsed: Duration, json: bool) {
     sorted.sort();
     let errors: u64 = tally.errors.values().sum();
     for (status, n) in &tally.errors {
-        eprintln!("lodestar: {n} call(s) failed with {status}");
+        errln!("lodestar: {n} call(s) failed with {status}");
     }
     let latency = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)];
     if json {

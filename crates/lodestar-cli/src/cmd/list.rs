@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::output::outln;
+use crate::output::{errln, outln};
 use crate::{output, registry};
 
 /// Flags of `lodestar ls`.
@@ -60,7 +60,7 @@ pub(crate) async fn ls(url: &str, args: LsArgs) -> anyhow::Result<ExitCode> {
             );
         }
     } else if services.is_empty() {
-        eprintln!("lodestar: no services in {url}");
+        errln!("lodestar: no services in {url}");
     } else {
         let mut rows = vec![vec!["SERVICE".to_string(), "INSTANCES".to_string()]];
         rows.extend(services.iter().map(|(s, n)| vec![s.clone(), n.to_string()]));
@@ -82,14 +82,14 @@ pub(crate) async fn get(url: &str, args: GetArgs) -> anyhow::Result<ExitCode> {
             outln!("{}", instance.to_json());
         }
     } else if snapshot.is_empty() {
-        eprintln!("lodestar: no instance of {} in {url}", args.service);
+        errln!("lodestar: no instance of {} in {url}", args.service);
     } else {
         let mut rows = vec![output::instance_header()];
         rows.extend(snapshot.instances().iter().map(|i| output::instance_row(i)));
         outln!("{}", output::table(&rows).trim_end());
     }
     if snapshot.skipped() > 0 {
-        eprintln!(
+        errln!(
             "lodestar: {} record(s) of {} could not be parsed and were skipped",
             snapshot.skipped(),
             args.service
@@ -108,10 +108,10 @@ pub(crate) async fn deregister(url: &str, args: DeregisterArgs) -> anyhow::Resul
         .await
         .with_context(|| format!("deregistering {name}"))?;
     if removed {
-        eprintln!("lodestar: deregistered {name}");
+        errln!("lodestar: deregistered {name}");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("lodestar: error: no instance {name} in {url}");
+        errln!("lodestar: error: no instance {name} in {url}");
         Ok(ExitCode::FAILURE)
     }
 }
@@ -129,7 +129,7 @@ pub(crate) async fn subscribers(url: &str, args: SubscribersArgs) -> anyhow::Res
             outln!("{}", subscriber.to_json());
         }
     } else if subscribers.is_empty() {
-        eprintln!("lodestar: no subscriber of {} in {url}", args.service);
+        errln!("lodestar: no subscriber of {} in {url}", args.service);
     } else {
         let mut rows = vec![
             ["CLIENT ID", "HOST", "PID", "SINCE"]

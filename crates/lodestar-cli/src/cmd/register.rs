@@ -5,6 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use lodestar::{Endpoint, Instance, RegistrationState};
 
+use crate::output::errln;
 use crate::{cmd::Shutdown, registry};
 
 /// Flags of `lodestar register`.
@@ -76,9 +77,10 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         .register(instance)
         .await
         .with_context(|| format!("registering {name}"))?;
-    eprintln!("lodestar: registered {name} in {url}; SIGTERM or Ctrl-C deregisters it");
+    errln!("lodestar: registered {name} in {url}; SIGTERM or Ctrl-C deregisters it");
 
     let mut states = registration.subscribe();
+    let mut last = states.borrow_and_update().clone();
     let signal = loop {
         tokio::select! {
             signal = shutdown.recv() => break signal,
@@ -87,7 +89,10 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("the registration of {name} stopped unexpectedly");
                 }
                 let state = states.borrow_and_update().clone();
-                log_state(&name, &state);
+                if state != last {
+                    log_state(&name, &state);
+                    last = state;
+                }
             }
         }
     };
@@ -95,17 +100,17 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         .deregister()
         .await
         .with_context(|| format!("deregistering {name} after {signal}"))?;
-    eprintln!("lodestar: {signal}: deregistered {name}");
+    errln!("lodestar: {signal}: deregistered {name}");
     Ok(ExitCode::SUCCESS)
 }
 
 fn log_state(name: &str, state: &RegistrationState) {
     match state {
-        RegistrationState::Registered => eprintln!("lodestar: {name} registered again"),
+        RegistrationState::Registered => errln!("lodestar: {name} registered again"),
         RegistrationState::Retrying { attempt, error } => {
-            eprintln!("lodestar: {name} lost its registration (attempt {attempt}): {error}")
+            errln!("lodestar: {name} lost its registration (attempt {attempt}): {error}")
         }
-        RegistrationState::Deregistered => eprintln!("lodestar: {name} deregistered"),
-        other => eprintln!("lodestar: {name}: {other:?}"),
+        RegistrationState::Deregistered => errln!("lodestar: {name} deregistered"),
+        other => errln!("lodestar: {name}: {other:?}"),
     }
 }

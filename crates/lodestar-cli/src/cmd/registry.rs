@@ -6,6 +6,7 @@ use anyhow::Context;
 use lodestar_registry::server::{Config, Server};
 
 use crate::cmd::Shutdown;
+use crate::output::errln;
 
 /// Flags of `lodestar registry`.
 #[derive(Debug, clap::Args)]
@@ -86,7 +87,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = server.local_addr()?;
-    eprintln!(
+    errln!(
         "lodestar: registry listening on {addr} ({peers} peer(s)); clients use --registry lodestar://{addr}"
     );
     let signal = std::sync::Arc::new(std::sync::Mutex::new(""));
@@ -99,6 +100,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("serving the registry")?;
     let name = *signal.lock().unwrap_or_else(|p| p.into_inner());
-    eprintln!("lodestar: {name}: registry stopped");
+    errln!("lodestar: {name}: registry stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@ use lodestar_tonic::{
 };
 use tokio::net::TcpListener;
 
+use crate::output::errln;
 use crate::{
     cmd::{Shutdown, register::InstanceArgs},
     registry,
@@ -60,13 +61,13 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     let bound = builder.bind().await?;
     let echo =
         EchoService::new(bound.instance().clone()).with_delay(Duration::from_millis(args.delay_ms));
-    eprintln!(
+    errln!(
         "lodestar: serving {name} on {} (gRPC); SIGTERM or Ctrl-C releases it gracefully",
         bound.local_addr()
     );
     let routes = tonic::service::Routes::new(EchoServer::new(echo));
     bound.serve(routes, shutdown.into_future()).await?;
-    eprintln!("lodestar: {name} released and stopped");
+    errln!("lodestar: {name} released and stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use lodestar::{Change, Snapshot};
 
-use crate::output::outln;
+use crate::output::{errln, outln};
 use crate::{cmd::Shutdown, output, registry};
 
 /// Flags of `lodestar watch`.
@@ -36,7 +36,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
             snapshot = watch.next() => snapshot.context("the registry watch stopped")?,
         };
         if std::mem::take(&mut first) && !args.json {
-            eprintln!(
+            errln!(
                 "lodestar: watching {}: {} instance(s) at revision {}",
                 args.service,
                 snapshot.len(),
