@@ -10,6 +10,8 @@
 //!   deregister, wait for clients to notice, drain, exit); see [`serve`].
 //! - **Colour propagation**: [`color::ColorLayer`] on servers and the
 //!   channel's hook keep a call chain in its colour lane; see [`color`].
+//! - [`RouteExt`]: `set_route` on tonic requests (version pin, colour
+//!   lane, hash key).
 //! - [`echo`]: the echo service used by the `lodestar` tools and the tests.
 #![warn(
     missing_docs,
@@ -21,12 +23,14 @@
 
 pub mod channel;
 pub mod color;
+mod route;
 pub mod serve;
 
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations)] // generated code
 pub mod echo;
 
 pub use channel::Channel;
+pub use route::RouteExt;
 
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -9,9 +9,9 @@ use std::{
     time::Duration,
 };
 
-use lodestar::balance::BuiltinPolicy;
+use lodestar::balance::{BuiltinPolicy, Route};
 use lodestar_tonic::{
-    Channel,
+    Channel, RouteExt,
     echo::{EchoRequest, echo_client::EchoClient},
 };
 use tokio::time::Instant;
@@ -77,13 +77,14 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         .connect();
     let client = EchoClient::new(channel);
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let template = request_template(&args)?;
     let budget = Budget::new(&args);
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
             tokio::spawn(worker(
                 client.clone(),
-                request_template(&args),
+                clone_request(&template),
                 budget.clone(),
                 tally.clone(),
             ))
@@ -148,21 +149,23 @@ impl Budget {
     }
 }
 
-fn request_template(args: &Args) -> tonic::Request<EchoRequest> {
+fn request_template(args: &Args) -> anyhow::Result<tonic::Request<EchoRequest>> {
     let mut request = tonic::Request::new(EchoRequest {
         message: "hello".into(),
         delay_ms: args.delay_ms,
     });
-    let headers = [
-        ("lodestar-version", &args.version),
-        ("lodestar-color", &args.color),
-        ("lodestar-hash-key", &args.hash_key),
-    ];
-    for (name, value) in headers {
-        if let Some(value) = value.as_deref().and_then(|v| v.parse().ok()) {
-            request.metadata_mut().insert(name, value);
-        }
-    }
+    let route = Route {
+        version: args.version.clone(),
+        color: args.color.clone(),
+        hash_key: args.hash_key.clone(),
+    };
+    request.set_route(&route)?;
+    Ok(request)
+}
+
+fn clone_request(template: &tonic::Request<EchoRequest>) -> tonic::Request<EchoRequest> {
+    let mut request = tonic::Request::new(template.get_ref().clone());
+    *request.metadata_mut() = template.metadata().clone();
     request
 }
 
@@ -173,8 +176,7 @@ async fn worker(
     tally: Arc<Mutex<Tally>>,
 ) {
     while budget.take() {
-        let mut request = tonic::Request::new(template.get_ref().clone());
-        *request.metadata_mut() = template.metadata().clone();
+        let request = clone_request(&template);
         let start = Instant::now();
         let result = client.say(request).await;
         let elapsed = start.elapsed();
