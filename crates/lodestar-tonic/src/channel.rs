@@ -61,7 +61,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{Arc, Mutex, PoisonError, RwLock, Weak},
     task::{Context, Poll},
     time::Duration,
 };
@@ -106,7 +106,8 @@ struct Inner {
     first_snapshot_timeout: Duration,
     retries: usize,
     settings: Settings,
-    conns: Mutex<HashMap<String, Conn>>,
+    /// Read on every call, written only when the snapshot changes.
+    conns: RwLock<HashMap<String, Conn>>,
     /// True once the first instances seen have all settled (connected with
     /// a known health, or failed) and one of them is usable: calls stop
     /// waiting then, so the first calls see the whole initial view.
@@ -230,7 +231,7 @@ impl Builder {
             first_snapshot_timeout: self.first_snapshot_timeout,
             retries: self.retries,
             settings: self.settings,
-            conns: Mutex::default(),
+            conns: RwLock::default(),
             ready: watch::channel(false).0,
             unsettled: Mutex::default(),
             usable_seen: std::sync::atomic::AtomicBool::new(false),
@@ -333,7 +334,7 @@ impl Inner {
                 *unsettled = Some(snapshot.instances().iter().map(|i| i.id.clone()).collect());
             }
         }
-        let mut conns = lock(&self.conns);
+        let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
         let mut stale: Vec<String> = conns.keys().cloned().collect();
         for instance in snapshot.instances() {
             stale.retain(|id| id != &instance.id);
@@ -373,7 +374,7 @@ impl Inner {
                 .balancer
                 .pick(&route)
                 .map_err(|e| self.unavailable(&e))?;
-            let sender = lock(&self.conns).get(&pick.instance().id).and_then(|conn| {
+            let sender = self.read_conns().get(&pick.instance().id).and_then(|conn| {
                 conn.target(&mut request);
                 conn.sender()
             });
@@ -414,12 +415,16 @@ impl Inner {
         }
     }
 
+    fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Conn>> {
+        self.conns.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A picked instance had no connection: take it out of rotation unless
     /// its connector has just brought it up (it updates the status before it
     /// reports, so checking again after ours closes the race).
     fn not_connected(&self, id: &str) {
         self.balancer.set_health(id, Health::NotServing);
-        let up = lock(&self.conns).get(id).is_some_and(Conn::usable);
+        let up = self.read_conns().get(id).is_some_and(Conn::usable);
         if up {
             self.balancer.set_health(id, Health::Serving);
         }
