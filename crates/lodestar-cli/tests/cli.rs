@@ -397,7 +397,7 @@ async fn kill_9_of_an_instance_mid_load_fails_only_the_calls_in_flight() {
     for id in ["a", "b", "c"] {
         let (child, mut log) = spawn_echo(&url, id, &["--delay-ms", "2"]);
         wait_for(&mut log, &format!("serving echo/{id}")).await;
-        // Keep reading their stderr: a closed pipe would fail their logging.
+        // Keep their stderr pipes (and the children) alive with the test.
         servers.push((child, log));
     }
     eventually("all registered", PATIENCE, || async {

@@ -384,6 +384,7 @@ impl Inner {
                     Err(mut error) => match error.take_message() {
                         Some(request) => {
                             tracing::debug!(id = %pick.instance().id, error = %error.error(), "call not sent; trying another instance");
+                            self.not_connected(&pick.instance().id);
                             request
                         }
                         None => {

@@ -105,9 +105,10 @@ impl Conn {
         })
     }
 
-    /// The connection, if it is up.
+    /// The connection, if it is up (a closed one is not handed out even
+    /// before its connector has noticed).
     pub(crate) fn sender(&self) -> Option<SendRequest<Body>> {
-        self.sender.borrow().clone()
+        self.sender.borrow().clone().filter(|s| !s.is_closed())
     }
 
     /// Whether the instance may take calls: connected and, when health is
