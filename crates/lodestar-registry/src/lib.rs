@@ -31,7 +31,7 @@
 //!     .register(Instance::new("echo", "echo-1").with_endpoint("grpc://127.0.0.1:50051".parse()?))
 //!     .await?;
 //! let snapshot = watch.next().await.unwrap();
-//! assert_eq!(snapshot.instances()[0].id, "echo-1");
+//! assert_eq!(snapshot.instances().iter().next().unwrap().id, "echo-1");
 //!
 //! registration.deregister().await?;
 //! assert!(watch.next().await.unwrap().is_empty());

@@ -557,7 +557,14 @@ async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing(
         registry.get("echo").await.unwrap().len() == 1
     })
     .await;
-    let endpoint = registry.get("echo").await.unwrap().instances()[0]
+    let endpoint = registry
+        .get("echo")
+        .await
+        .unwrap()
+        .instances()
+        .iter()
+        .next()
+        .unwrap()
         .endpoint("grpc")
         .unwrap()
         .clone();

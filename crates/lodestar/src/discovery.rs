@@ -9,10 +9,13 @@
 //! [`Snapshot::changes`] turns two snapshots into the adds, updates and
 //! removals between them, for callers that think in events.
 
+mod instances;
+
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use tokio::{sync::watch, task::AbortHandle};
 
+pub use self::instances::{Instances, Iter};
 use crate::{BoxFuture, Error, Instance, Subscriber, Subscription};
 
 /// Follows services in a registry.
@@ -51,9 +54,9 @@ pub trait Discovery: Send + Sync + fmt::Debug {
 pub struct Snapshot {
     service: String,
     revision: u64,
-    /// Shared with the backend's view, so a new snapshot of a large service
-    /// costs reference counts, not copies of every record.
-    instances: Vec<Arc<Instance>>,
+    /// A persistent map shared with the backend's view and with older
+    /// snapshots, so a change costs what changed, not a copy of every record.
+    instances: Instances,
     skipped: usize,
 }
 
@@ -101,14 +104,26 @@ impl Snapshot {
     pub fn from_shared(
         service: impl Into<String>,
         revision: u64,
-        mut instances: Vec<Arc<Instance>>,
+        instances: Vec<Arc<Instance>>,
         skipped: usize,
     ) -> Self {
-        // Backends keep ordered maps, so this is usually one linear check.
-        if !instances.is_sorted_by(|a, b| a.id < b.id) {
-            instances.sort_by(|a, b| a.id.cmp(&b.id));
-            instances.dedup_by(|a, b| a.id == b.id);
-        }
+        Self::from_instances(
+            service,
+            revision,
+            Instances::from_unsorted(instances),
+            skipped,
+        )
+    }
+
+    /// A snapshot over a persistent [`Instances`] map: what backends that
+    /// follow changes one by one use, so each new snapshot shares every
+    /// unchanged record and chunk with the one before it.
+    pub fn from_instances(
+        service: impl Into<String>,
+        revision: u64,
+        instances: Instances,
+        skipped: usize,
+    ) -> Self {
         Self {
             service: service.into(),
             revision,
@@ -129,16 +144,13 @@ impl Snapshot {
     }
 
     /// The instances, sorted by id.
-    pub fn instances(&self) -> &[Arc<Instance>] {
+    pub fn instances(&self) -> &Instances {
         &self.instances
     }
 
     /// The instance with this id.
     pub fn instance(&self, id: &str) -> Option<&Instance> {
-        self.instances
-            .binary_search_by(|i| i.id.as_str().cmp(id))
-            .ok()
-            .map(|at| &*self.instances[at])
+        self.instances.get(id).map(|i| &**i)
     }
 
     /// How many records of this service were in the registry but could not
@@ -157,26 +169,11 @@ impl Snapshot {
         self.instances.len()
     }
 
-    /// What changed from `older` to `self`, in id order.
+    /// What changed from `older` to `self`: adds and updates in id order,
+    /// then removals. Costs what changed when the two snapshots share
+    /// history (see [`Instances::changes`]).
     pub fn changes(&self, older: &Snapshot) -> Vec<Change> {
-        let before: BTreeMap<&str, &Arc<Instance>> =
-            older.instances.iter().map(|i| (i.id.as_str(), i)).collect();
-        let mut changes = Vec::new();
-        for new in &self.instances {
-            match before.get(new.id.as_str()) {
-                None => changes.push(Change::Add(Instance::clone(new))),
-                Some(old) if !Arc::ptr_eq(old, new) && old != &new => {
-                    changes.push(Change::Update(Instance::clone(new)))
-                }
-                Some(_) => {}
-            }
-        }
-        for old in &older.instances {
-            if self.instance(&old.id).is_none() {
-                changes.push(Change::Remove(Instance::clone(old)));
-            }
-        }
-        changes
+        self.instances.changes(&older.instances)
     }
 }
 

@@ -32,7 +32,7 @@
 //! let registration = registry.register(instance).await?;
 //!
 //! let snapshot = watch.next().await.expect("registry alive");
-//! assert_eq!(snapshot.instances()[0].id, "echo-1");
+//! assert_eq!(snapshot.instances().iter().next().unwrap().id, "echo-1");
 //!
 //! registration.deregister().await?;
 //! let snapshot = watch.next().await.expect("registry alive");

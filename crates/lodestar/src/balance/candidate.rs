@@ -4,16 +4,15 @@
 use std::sync::Arc;
 
 use crate::{
-    Instance, Snapshot,
+    Instance,
     balance::{balancer::Feedback, load::Load},
 };
 
 /// An instance as the policies see it. Cheap to hold: it shares the
-/// snapshot it came from.
+/// record with the snapshot it came from.
 #[derive(Debug)]
 pub struct Candidate {
-    snapshot: Arc<Snapshot>,
-    index: usize,
+    instance: Arc<Instance>,
     weight: u32,
     pub(crate) load: Arc<Load>,
     pub(crate) feedback: Arc<Feedback>,
@@ -23,15 +22,13 @@ pub struct Candidate {
 
 impl Candidate {
     pub(crate) fn new(
-        snapshot: Arc<Snapshot>,
-        index: usize,
+        instance: Arc<Instance>,
         weight: u32,
         load: Arc<Load>,
         feedback: Arc<Feedback>,
     ) -> Self {
         Self {
-            snapshot,
-            index,
+            instance,
             weight,
             load,
             feedback,
@@ -40,7 +37,7 @@ impl Candidate {
 
     /// The instance record.
     pub fn instance(&self) -> &Instance {
-        &self.snapshot.instances()[self.index]
+        &self.instance
     }
 
     /// The instance id.

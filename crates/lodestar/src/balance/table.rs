@@ -73,22 +73,15 @@ impl Table {
             next_return: u64::MAX,
             generation: 0,
         };
-        for (index, instance) in snapshot.instances().iter().enumerate() {
+        for instance in snapshot.instances() {
             if let Some(load) = inputs.loads.get(&instance.id) {
-                table.add(snapshot, index, load, inputs);
+                table.add(instance, load, inputs);
             }
         }
         table
     }
 
-    fn add(
-        &mut self,
-        snapshot: &Arc<Snapshot>,
-        index: usize,
-        load: &Arc<Load>,
-        inputs: &Inputs<'_>,
-    ) {
-        let instance = &snapshot.instances()[index];
+    fn add(&mut self, instance: &Arc<Instance>, load: &Arc<Load>, inputs: &Inputs<'_>) {
         let ejected = load.ejected(inputs.now);
         if ejected && load.serving() {
             let until = load
@@ -98,8 +91,7 @@ impl Table {
         }
         let weight = weight(instance, load);
         let candidate = Arc::new(Candidate::new(
-            snapshot.clone(),
-            index,
+            instance.clone(),
             weight,
             load.clone(),
             inputs.feedback.clone(),
