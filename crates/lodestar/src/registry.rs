@@ -15,7 +15,7 @@ use std::fmt;
 
 use tokio::sync::watch;
 
-use crate::{BoxFuture, Error, Instance};
+use crate::{BoxFuture, Discovery, Error, Instance};
 
 /// Announces instances to a registry.
 pub trait Registrar: Send + Sync + fmt::Debug {
@@ -34,6 +34,14 @@ pub trait Registrar: Send + Sync + fmt::Debug {
     /// TTL.
     fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>>;
 }
+
+/// A registry: both halves, announcing ([`Registrar`]) and following
+/// ([`Discovery`]). Every backend is one; `lodestar_connect::connect` gives
+/// one from a URL as an `Arc<dyn Registry>`, which coerces to
+/// `Arc<dyn Discovery>` or `Arc<dyn Registrar>` where only one half is needed.
+pub trait Registry: Registrar + Discovery {}
+
+impl<T: Registrar + Discovery + ?Sized> Registry for T {}
 
 /// Where a registration stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
