@@ -70,7 +70,7 @@ use std::{
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use lodestar::{
     BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
-    Subscriber, Subscription, Watch, registry::Lease,
+    Subscriber, Subscription, Watch, backoff::Backoff, registry::Lease,
 };
 use tokio::{
     sync::{mpsc, oneshot, watch as state},
@@ -420,13 +420,16 @@ impl Shared {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = Instant::now() + self.config.request_timeout;
-        let mut pause = Duration::from_millis(10);
+        let mut backoff = Backoff::request();
         loop {
             match timeout_at(deadline, request(self.client.clone())).await {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if is_unavailable(&e) && Instant::now() + pause < deadline => {
+                Ok(Err(e)) if is_unavailable(&e) => {
+                    let pause = backoff.next_delay();
+                    if Instant::now() + pause >= deadline {
+                        return Err(self.request_error(e));
+                    }
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
                 }
                 Ok(Err(e)) => return Err(self.request_error(e)),
                 Err(_) => return Err(self.timeout()),

@@ -109,13 +109,13 @@ enum Failure {
 impl Session {
     pub(crate) fn spawn(shared: Shared) -> mpsc::UnboundedSender<Command> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let retry_cap = shared.config.ttl.min(Duration::from_secs(5));
+        let backoff = Backoff::registration(shared.config.ttl);
         let session = Session {
             shared,
             rx,
             records: BTreeMap::new(),
             lease: Lease::Idle,
-            backoff: Backoff::new(Duration::from_millis(100), retry_cap),
+            backoff,
         };
         tokio::spawn(session.run());
         tx

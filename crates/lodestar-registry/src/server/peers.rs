@@ -154,7 +154,7 @@ struct Sender {
 
 impl Sender {
     async fn run(self, mut rx: mpsc::Receiver<Write>) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::replication();
         while let Some(write) = rx.recv().await {
             // The same write until it gets through: a peer that is down
             // gets it when it is back.
@@ -238,7 +238,7 @@ impl Sender {
 async fn warm_up(node: Arc<Node>, http: HttpClient) {
     let peers = node.config.all_peers();
     let deadline = Instant::now() + node.config.warmup;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut backoff = Backoff::watch();
     loop {
         let mut all_warming = true;
         for (_, addr) in &peers {
