@@ -1,233 +1,193 @@
-//! Following one service: a prefix get, then a watch from the revision after
-//! it, kept going through every failure.
+//! Following one service: etcd's requests for the core's resync driver
+//! ([`lodestar::discovery::resync`]), which owns the loop.
 //!
-//! - The connection drops: the last snapshot stays in force; the task
-//!   reconnects with backoff and resumes from the last revision it saw, so
-//!   nothing that happened meanwhile is missed.
-//! - The resume revision was compacted away, or etcd came back with a lower
-//!   revision than the one seen (it lost its data): the task lists the prefix
-//!   again and carries on from there (a reset).
-//! - A value does not parse: it is left out of the snapshot and counted in
-//!   [`Snapshot::skipped`], with one warning per key and version; the good
-//!   records are unaffected.
+//! - [`Source::list`] is a prefix get: every record and the revision R.
+//! - [`Source::follow`] is a watch from R+1 with previous values and progress
+//!   notifications; each response becomes one update, so a change costs what
+//!   changed.
+//! - A watch cancelled for compaction, or an etcd whose revision is lower
+//!   than the one followed (it lost its data), is a gap: the driver lists
+//!   again. A broken stream is resumed from the last revision.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions, WatchResponse, WatchStream};
+use lodestar::{
+    BoxFuture, Error, Snapshot, Watch,
+    discovery::resync::{self, Delta, Follow, Interrupted, Listing, Record, Source, Update},
+};
 
-use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions, WatchResponse};
-use lodestar::{Error, Instance, Snapshot, Watch, backoff::Backoff};
-use tokio::sync::watch;
+use crate::Shared;
 
-use crate::{Shared, session::error_chain};
-
-/// The view of one service, built from a list and kept by events.
-struct View {
+/// etcd's requests for one service.
+struct Service {
+    shared: Shared,
     service: String,
     prefix: String,
-    entries: Entries,
-    /// The newest revision reflected.
-    revision: i64,
 }
 
-/// key -> the record, or the mod revision of a value that did not parse.
-type Entries = BTreeMap<String, Result<Arc<Instance>, i64>>;
-
-/// Why a watch stream stopped.
-enum Stop {
-    /// Resuming is impossible (compaction, a registry that lost its data):
-    /// list again.
-    Relist,
-    /// The stream broke; resume from the last revision.
-    Broken(String),
+/// An open etcd watch of one service.
+struct Stream {
+    service: String,
+    shared: Shared,
+    stream: WatchStream,
+    /// The revision the watch started after.
+    after: u64,
 }
 
-// === impl View ===
-
-impl View {
-    fn new(shared: &Shared, service: &str) -> Self {
-        Self {
-            service: service.to_string(),
-            prefix: shared.layout.service_prefix(service),
-            entries: BTreeMap::new(),
-            revision: 0,
-        }
-    }
-
-    fn snapshot(&self) -> Arc<Snapshot> {
-        let instances = self
-            .entries
-            .values()
-            .filter_map(|e| e.as_ref().ok().cloned())
-            .collect();
-        let skipped = self.entries.values().filter(|e| e.is_err()).count();
-        let revision = u64::try_from(self.revision).unwrap_or_default();
-        Arc::new(Snapshot::from_shared(
-            &self.service,
-            revision,
-            instances,
-            skipped,
-        ))
-    }
-
-    /// Replaces the view with a fresh list of the prefix.
-    async fn list(&mut self, shared: &Shared) -> Result<(), Error> {
-        let prefix = self.prefix.clone();
-        let response = shared
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
-        let old = std::mem::take(&mut self.entries);
-        for kv in response.kvs() {
-            self.put(shared, kv, Some(&old));
-        }
-        self.revision = response.header().map(|h| h.revision()).unwrap_or_default();
-        Ok(())
-    }
-
-    /// Adds or replaces the entry of `kv`. `old` holds the entries before a
-    /// re-list (`None`: the current ones), to warn once per bad value.
-    fn put(&mut self, shared: &Shared, kv: &KeyValue, old: Option<&Entries>) {
-        let Ok(key) = kv.key_str() else {
-            tracing::warn!(service = %self.service, key = ?kv.key(), "skipping a non-UTF-8 key");
-            return;
-        };
-        // Under a Go target, a deeper key belongs to another service.
-        if shared
-            .layout
-            .split_key(key)
-            .is_none_or(|(s, _)| s != self.service)
-        {
-            return;
-        }
-        let entry = shared
-            .layout
-            .decode(&self.service, key, kv.value())
-            .map(Arc::new)
-            .map_err(|e| {
-                let revision = kv.mod_revision();
-                let known = old.unwrap_or(&self.entries);
-                if !matches!(known.get(key), Some(Err(seen)) if *seen == revision) {
-                    tracing::warn!(
-                        service = %self.service, key, error = %e,
-                        "skipping a registry record that does not parse"
-                    );
-                }
-                revision
-            });
-        self.entries.insert(key.to_string(), entry);
-    }
-
-    /// Applies one watch response; whether the view changed.
-    fn apply(&mut self, shared: &Shared, response: &WatchResponse) -> bool {
-        let mut changed = false;
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            match event.event_type() {
-                EventType::Put => self.put(shared, kv, None),
-                EventType::Delete => {
-                    if let Ok(key) = kv.key_str() {
-                        self.entries.remove(key);
-                    }
-                }
-            }
-            self.revision = self.revision.max(kv.mod_revision());
-            changed = true;
-        }
-        if let Some(header) = response.header() {
-            self.revision = self.revision.max(header.revision());
-        }
-        changed
-    }
-}
-
-/// Lists `service` and starts the task that follows it.
+/// Lists `service` and starts following it.
 pub(crate) async fn start(shared: Shared, service: &str) -> Result<Watch, Error> {
-    let mut view = View::new(&shared, service);
-    view.list(&shared).await?;
-    let (tx, rx) = watch::channel(view.snapshot());
-    let task = tokio::spawn(follow(shared, view, tx));
-    Ok(Watch::new(rx, Some(task.abort_handle())))
+    resync::watch(service, Service::new(shared, service)).await
 }
 
 /// One snapshot of `service`.
 pub(crate) async fn get(shared: &Shared, service: &str) -> Result<Snapshot, Error> {
-    let mut view = View::new(shared, service);
-    view.list(shared).await?;
-    Ok(Snapshot::clone(&view.snapshot()))
+    resync::get(service, &Service::new(shared.clone(), service)).await
 }
 
-async fn follow(shared: Shared, mut view: View, tx: watch::Sender<Arc<Snapshot>>) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    let mut relist = false;
-    while !tx.is_closed() {
-        if relist {
-            match view.list(&shared).await {
-                Ok(()) => {
-                    relist = false;
-                    tx.send_replace(view.snapshot());
-                }
-                Err(e) => {
-                    tracing::warn!(service = %view.service, error = %error_chain(&e), "etcd re-list failed; keeping the last snapshot");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-            }
-        }
-        match stream(&shared, &mut view, &tx, &mut backoff).await {
-            Stop::Relist => relist = true,
-            Stop::Broken(error) => {
-                tracing::warn!(service = %view.service, %error, revision = view.revision, "etcd watch interrupted; keeping the last snapshot and resuming");
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+// === impl Service ===
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("service", &self.service)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    fn new(shared: Shared, service: &str) -> Self {
+        Self {
+            prefix: shared.layout.service_prefix(service),
+            service: service.to_string(),
+            shared,
         }
     }
 }
 
-/// Watches from the revision after the view's until the stream stops.
-async fn stream(
-    shared: &Shared,
-    view: &mut View,
-    tx: &watch::Sender<Arc<Snapshot>>,
-    backoff: &mut Backoff,
-) -> Stop {
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_prev_key()
-        .with_progress_notify()
-        .with_start_revision(view.revision + 1);
-    let prefix = view.prefix.clone();
-    let open = shared.call(|mut c| {
-        let (prefix, options) = (prefix.clone(), options.clone());
-        async move { c.watch(prefix, Some(options)).await }
-    });
-    let mut stream = match open.await {
-        Ok(stream) => stream,
-        Err(e) => return Stop::Broken(error_chain(&e)),
+impl Source for Service {
+    fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
+        Box::pin(async move {
+            let prefix = self.prefix.clone();
+            let response = self
+                .shared
+                .call(|mut c| {
+                    let prefix = prefix.clone();
+                    async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+                })
+                .await?;
+            let records = response
+                .kvs()
+                .iter()
+                .filter_map(|kv| record(&self.shared, &self.service, kv))
+                .collect();
+            let revision = response.header().map_or(0, |h| h.revision());
+            Ok(Listing::new(revision_u64(revision), records))
+        })
+    }
+
+    fn follow(&self, after: u64) -> BoxFuture<'_, Result<Box<dyn Follow>, Error>> {
+        Box::pin(async move {
+            let start = i64::try_from(after).unwrap_or(i64::MAX).saturating_add(1);
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_prev_key()
+                .with_progress_notify()
+                .with_start_revision(start);
+            let prefix = self.prefix.clone();
+            let stream = self
+                .shared
+                .call(|mut c| {
+                    let (prefix, options) = (prefix.clone(), options.clone());
+                    async move { c.watch(prefix, Some(options)).await }
+                })
+                .await?;
+            Ok(Box::new(Stream {
+                service: self.service.clone(),
+                shared: self.shared.clone(),
+                stream,
+                after,
+            }) as Box<dyn Follow>)
+        })
+    }
+}
+
+/// The record of `kv`, or `None` when the key is not an instance of
+/// `service` (under a Go target, a deeper key belongs to another service).
+fn record(shared: &Shared, service: &str, kv: &KeyValue) -> Option<Record> {
+    let Ok(key) = kv.key_str() else {
+        tracing::warn!(%service, key = ?kv.key(), "skipping a non-UTF-8 key");
+        return None;
     };
-    loop {
-        let response = match stream.message().await {
-            Ok(Some(response)) => response,
-            Ok(None) => return Stop::Broken("watch stream ended".into()),
-            Err(e) => return Stop::Broken(crate::concise(e).to_string()),
-        };
+    if shared
+        .layout
+        .split_key(key)
+        .is_none_or(|(s, _)| s != service)
+    {
+        return None;
+    }
+    let value = shared.layout.decode(service, key, kv.value());
+    Some(Record::new(key, revision_u64(kv.mod_revision()), value))
+}
+
+fn revision_u64(revision: i64) -> u64 {
+    u64::try_from(revision).unwrap_or_default()
+}
+
+// === impl Stream ===
+
+impl Follow for Stream {
+    fn next(&mut self) -> BoxFuture<'_, Result<Update, Interrupted>> {
+        Box::pin(async move {
+            let response = match self.stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return Err(broken(&self.shared, "watch stream ended".into())),
+                Err(e) => return Err(broken(&self.shared, crate::concise(e))),
+            };
+            self.update(&response)
+        })
+    }
+}
+
+impl Stream {
+    fn update(&self, response: &WatchResponse) -> Result<Update, Interrupted> {
+        let revision = response.header().map_or(0, |h| revision_u64(h.revision()));
         if response.canceled() {
             if response.compact_revision() > 0 {
-                tracing::info!(service = %view.service, compacted = response.compact_revision(), "etcd compacted past the watch; listing again");
-                return Stop::Relist;
+                return Err(Interrupted::Gap(format!(
+                    "etcd compacted past the watch (to revision {})",
+                    response.compact_revision()
+                )));
             }
-            return Stop::Broken(format!("watch canceled: {}", response.cancel_reason()));
+            let reason = format!("watch canceled: {}", response.cancel_reason());
+            return Err(broken(&self.shared, reason.into()));
         }
-        if response.created() {
-            backoff.reset();
-            let current = response.header().map(|h| h.revision()).unwrap_or_default();
-            if current < view.revision {
-                tracing::warn!(service = %view.service, seen = view.revision, current, "etcd revision went backwards (data lost?); listing again");
-                return Stop::Relist;
-            }
+        if response.created() && revision < self.after {
+            return Err(Interrupted::Gap(format!(
+                "etcd's revision went backwards from {} to {revision} (it lost its data?)",
+                self.after
+            )));
         }
-        if view.apply(shared, &response) {
-            tx.send_replace(view.snapshot());
+        let changes: Vec<Delta> = response
+            .events()
+            .iter()
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                match event.event_type() {
+                    EventType::Put => record(&self.shared, &self.service, kv).map(Delta::Put),
+                    EventType::Delete => kv.key_str().ok().map(|k| Delta::Remove(k.to_string())),
+                }
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(Update::Progress(revision));
         }
+        Ok(Update::Changes { revision, changes })
     }
+}
+
+fn broken(shared: &Shared, source: lodestar::BoxError) -> Interrupted {
+    Interrupted::Broken(Error::Request {
+        registry: shared.config.display_endpoints(),
+        source,
+    })
 }
