@@ -153,7 +153,7 @@ impl Discovery for LodestarRegistry {
 
     fn get(&self, service: &str) -> BoxFuture<'_, Result<Snapshot, Error>> {
         let service = service.to_string();
-        Box::pin(async move { Ok(watch::fetch(&self.shared, &service).await?.0) })
+        Box::pin(async move { watch::get(&self.shared, &service).await })
     }
 
     fn subscribe(&self, subscriber: Subscriber) -> BoxFuture<'_, Result<Subscription, Error>> {
@@ -168,7 +168,7 @@ impl Discovery for LodestarRegistry {
         let appid = format!("{service}{SUBSCRIBERS}");
         let service = service.to_string();
         Box::pin(async move {
-            let (snapshot, _) = watch::fetch(&self.shared, &appid).await?;
+            let snapshot = watch::get(&self.shared, &appid).await?;
             Ok(snapshot
                 .instances()
                 .iter()

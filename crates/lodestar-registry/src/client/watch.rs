@@ -1,10 +1,20 @@
-//! Following one application: `fetch`, then long polls from the last
-//! `latest_timestamp`, kept going through every failure.
+//! Following one application: discovery's requests for the core's resync
+//! driver ([`lodestar::discovery::resync`]), which owns the loop.
+//!
+//! - [`Source::list`] is a `fetch`: every instance and the application's
+//!   `latest_timestamp`.
+//! - [`Source::follow`] long-polls from that timestamp; each answer is the
+//!   whole application again (discovery's poll has no deltas), which the
+//!   driver turns into what changed.
+//! - Timestamps are per node: a poll that fails, or a client that moved to
+//!   another node meanwhile, cannot resume, so the driver fetches again.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use lodestar::{Error, Snapshot, Watch, backoff::Backoff};
-use tokio::sync::watch;
+use lodestar::{
+    BoxFuture, Error, Snapshot, Watch,
+    discovery::resync::{self, Follow, Interrupted, Listing, Record, Source, Update},
+};
 
 use super::Shared;
 use crate::{
@@ -16,116 +26,132 @@ use crate::{
 /// a poll 30 s when nothing changes.
 const POLL_HOLD: Duration = Duration::from_secs(35);
 
-/// One snapshot of `service` and the timestamp to poll from. An
-/// application the registry does not know is empty, at timestamp 0.
-pub(super) async fn fetch(shared: &Shared, service: &str) -> Result<(Snapshot, i64), Error> {
-    let query = Form::new()
-        .pair("appid", service)
-        .pair("env", &shared.config.env)
-        .pair("status", "3")
-        .finish();
-    let reply = shared.get(&format!("/discovery/fetch?{query}")).await?;
-    if reply.code() == Some(Code::NotFound) {
-        return Ok((Snapshot::new(service, 0, Vec::new(), 0), 0));
-    }
-    let fetched: Fetched = shared.data(reply)?;
-    Ok((snapshot(service, &fetched), fetched.latest_timestamp))
-}
-
-/// Fetches `service` and starts the task that follows it.
-pub(super) async fn start(shared: Arc<Shared>, service: String) -> Result<Watch, Error> {
-    let (first, latest) = fetch(&shared, &service).await?;
-    let (tx, rx) = watch::channel(Arc::new(first));
-    let task = tokio::spawn(follow(shared, service, latest, tx));
-    Ok(Watch::new(rx, Some(task.abort_handle())))
-}
-
-/// Only instances that take traffic (status 1) are in a snapshot; records
-/// that do not map to a lodestar instance are counted as skipped.
-fn snapshot(service: &str, fetched: &Fetched) -> Snapshot {
-    let mut instances = Vec::new();
-    let mut skipped = 0;
-    for record in fetched.instances.values().flatten() {
-        if record.status != STATUS_UP {
-            continue;
-        }
-        match record.to_lodestar() {
-            Ok(instance) => instances.push(instance),
-            Err(e) => {
-                skipped += 1;
-                tracing::debug!(%service, hostname = %record.hostname, error = %e, "skipping a record");
-            }
-        }
-    }
-    let revision = u64::try_from(fetched.latest_timestamp).unwrap_or_default();
-    Snapshot::new(service, revision, instances, skipped)
-}
-
-async fn follow(
+/// discovery's requests for one application.
+#[derive(Debug)]
+struct App {
     shared: Arc<Shared>,
     service: String,
-    mut latest: i64,
-    tx: watch::Sender<Arc<Snapshot>>,
-) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    let mut resync = false;
-    while !tx.is_closed() {
-        if resync {
-            match fetch(&shared, &service).await {
-                Ok((snapshot, at)) => {
-                    latest = at;
-                    resync = false;
-                    publish(&tx, snapshot);
-                }
-                Err(e) => {
-                    tracing::warn!(%service, error = %e, "registry unreachable; keeping the last snapshot");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
+}
+
+/// Long polls of one application on one node.
+struct Poll {
+    shared: Arc<Shared>,
+    service: String,
+    latest: i64,
+    /// The node the timestamp came from.
+    node: usize,
+}
+
+/// Fetches `service` and starts following it.
+pub(super) async fn start(shared: Arc<Shared>, service: String) -> Result<Watch, Error> {
+    resync::watch(&service.clone(), App { shared, service }).await
+}
+
+/// One snapshot of `service`. An application the registry does not know is
+/// empty.
+pub(super) async fn get(shared: &Arc<Shared>, service: &str) -> Result<Snapshot, Error> {
+    let app = App {
+        shared: shared.clone(),
+        service: service.to_string(),
+    };
+    resync::get(service, &app).await
+}
+
+// === impl App ===
+
+impl Source for App {
+    fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
+        Box::pin(async move {
+            let query = Form::new()
+                .pair("appid", &self.service)
+                .pair("env", &self.shared.config.env)
+                .pair("status", "3")
+                .finish();
+            let reply = self
+                .shared
+                .get(&format!("/discovery/fetch?{query}"))
+                .await?;
+            if reply.code() == Some(Code::NotFound) {
+                return Ok(Listing::new(0, Vec::new()));
             }
-        }
-        let node = shared.nodes.current();
-        match poll(&shared, &service, latest).await {
-            Ok(Some(fetched)) => {
-                latest = fetched.latest_timestamp;
-                backoff.reset();
-                publish(&tx, snapshot(&service, &fetched));
-            }
-            Ok(None) => backoff.reset(),
-            Err(e) => {
-                tracing::warn!(%service, error = %e, "registry poll failed; keeping the last snapshot");
-                resync = true;
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        }
-        // Another node's timestamps are not comparable with this one's.
-        resync |= shared.nodes.current() != node;
+            let fetched: Fetched = self.shared.data(reply)?;
+            Ok(listing(&fetched))
+        })
+    }
+
+    fn follow(&self, after: u64) -> BoxFuture<'_, Result<Box<dyn Follow>, Error>> {
+        let poll = Poll {
+            shared: self.shared.clone(),
+            service: self.service.clone(),
+            latest: i64::try_from(after).unwrap_or(i64::MAX),
+            node: self.shared.nodes.current(),
+        };
+        Box::pin(async move { Ok(Box::new(poll) as Box<dyn Follow>) })
     }
 }
 
-fn publish(tx: &watch::Sender<Arc<Snapshot>>, snapshot: Snapshot) {
-    tx.send_if_modified(|current| {
-        let changed = **current != snapshot;
-        if changed {
-            *current = Arc::new(snapshot);
-        }
-        changed
-    });
+/// The instances that take traffic (status 1), keyed by hostname; an
+/// operator's `set status=2` takes an instance out of every snapshot.
+fn listing(fetched: &Fetched) -> Listing {
+    let records = fetched
+        .instances
+        .values()
+        .flatten()
+        .filter(|record| record.status == STATUS_UP)
+        .map(|record| {
+            let version = u64::try_from(record.dirty_timestamp).unwrap_or_default();
+            Record::new(&record.hostname, version, record.to_lodestar())
+        })
+        .collect();
+    let revision = u64::try_from(fetched.latest_timestamp).unwrap_or_default();
+    Listing::new(revision, records)
 }
 
-/// One long poll: the application when it changed, `None` when not.
-async fn poll(shared: &Shared, service: &str, latest: i64) -> Result<Option<Fetched>, Error> {
-    let query = Form::new()
-        .pair("appid", service)
-        .pair("env", &shared.config.env)
-        .pair("latest_timestamp", &latest.to_string())
-        .finish();
-    let path = format!("/discovery/poll?{query}");
-    let timeout = shared.config.request_timeout + POLL_HOLD;
-    let reply = shared.nodes.get(&path, timeout).await?;
-    if reply.code() == Some(Code::NotModified) {
-        return Ok(None);
+// === impl Poll ===
+
+impl Follow for Poll {
+    fn next(&mut self) -> BoxFuture<'_, Result<Update, Interrupted>> {
+        Box::pin(async move {
+            loop {
+                if self.shared.nodes.current() != self.node {
+                    return Err(Interrupted::Gap("moved to another registry node".into()));
+                }
+                match self.poll().await {
+                    Ok(Some(fetched)) => {
+                        self.latest = fetched.latest_timestamp;
+                        return Ok(Update::Reset(listing(&fetched)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Interrupted::Lost(e)),
+                }
+            }
+        })
     }
-    let mut changed: BTreeMap<String, Fetched> = shared.data(reply)?;
-    Ok(changed.remove(service))
+}
+
+impl Poll {
+    /// One long poll: the application when it changed, `None` when not.
+    async fn poll(&self) -> Result<Option<Fetched>, Error> {
+        let query = Form::new()
+            .pair("appid", &self.service)
+            .pair("env", &self.shared.config.env)
+            .pair("latest_timestamp", &self.latest.to_string())
+            .finish();
+        // `polls` answers a map by appid (discovery's own clients use it).
+        let path = format!("/discovery/polls?{query}");
+        let timeout = self.shared.config.request_timeout + POLL_HOLD;
+        let reply = self.shared.nodes.get(&path, timeout).await?;
+        if reply.code() == Some(Code::NotModified) {
+            return Ok(None);
+        }
+        let mut changed: BTreeMap<String, Fetched> = self.shared.data(reply)?;
+        // An answer without the application would make the next poll return
+        // at once again: treat it as an error, so the driver backs off.
+        changed.remove(&self.service).map(Some).ok_or_else(|| {
+            Error::Request {
+                registry: self.shared.config.nodes.join(","),
+                source: format!("poll answered without application {:?}", self.service).into(),
+            }
+        })
+    }
 }
