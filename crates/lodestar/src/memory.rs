@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::{
     BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
-    Subscriber, Subscription, Watch, registry::Lease,
+    Subscriber, Subscription, Watch, discovery::Instances, registry::Lease,
 };
 
 /// An in-process registry; see the [module docs](self).
@@ -45,11 +45,19 @@ pub struct MemoryRegistry {
 struct State {
     revision: u64,
     next_owner: u64,
-    /// service -> id -> (record, owner token of the registration that wrote it)
-    services: BTreeMap<String, BTreeMap<String, (Instance, u64)>>,
+    services: BTreeMap<String, Service>,
     watchers: HashMap<String, watch::Sender<Arc<Snapshot>>>,
     /// service -> client id -> subscriber
     subscribers: BTreeMap<String, BTreeMap<String, Subscriber>>,
+}
+
+/// One service's records.
+#[derive(Debug, Default)]
+struct Service {
+    /// The records, in the persistent map snapshots share.
+    instances: Instances,
+    /// id -> owner token of the registration that wrote it.
+    owners: HashMap<String, u64>,
 }
 
 /// The record of one memory subscription.
@@ -166,7 +174,7 @@ impl Discovery for MemoryRegistry {
             .lock()
             .services
             .iter()
-            .map(|(name, instances)| (name.clone(), instances.len()))
+            .map(|(name, service)| (name.clone(), service.instances.len()))
             .collect();
         Box::pin(async move { Ok(services) })
     }
@@ -179,35 +187,36 @@ impl State {
         let instances = self
             .services
             .get(service)
-            .map(|m| m.values().map(|(i, _)| i.clone()).collect())
+            .map(|s| s.instances.clone())
             .unwrap_or_default();
-        Arc::new(Snapshot::new(service, self.revision, instances, 0))
+        Arc::new(Snapshot::from_instances(service, self.revision, instances, 0))
     }
 
     fn insert(&mut self, instance: Instance, owner: u64) {
-        let service = instance.service.clone();
-        self.services
-            .entry(service.clone())
-            .or_default()
-            .insert(instance.id.clone(), (instance, owner));
-        self.changed(&service);
+        let name = instance.service.clone();
+        let service = self.services.entry(name.clone()).or_default();
+        service.owners.insert(instance.id.clone(), owner);
+        service.instances.insert(Arc::new(instance));
+        self.changed(&name);
     }
 
     /// Removes `service`/`id` if it is there and, when `owner` is given, was
     /// written by that owner (a later registration of the same id is not
     /// removed by an older handle).
     fn remove(&mut self, service: &str, id: &str, owner: Option<u64>) -> bool {
-        let Some(instances) = self.services.get_mut(service) else {
+        let Some(entry) = self.services.get_mut(service) else {
             return false;
         };
-        let owned = instances
+        let owned = entry
+            .owners
             .get(id)
-            .is_some_and(|(_, o)| owner.is_none_or(|owner| owner == *o));
+            .is_some_and(|o| owner.is_none_or(|owner| owner == *o));
         if !owned {
             return false;
         }
-        instances.remove(id);
-        if instances.is_empty() {
+        entry.owners.remove(id);
+        entry.instances.remove(id);
+        if entry.instances.is_empty() {
             self.services.remove(service);
         }
         self.changed(service);
