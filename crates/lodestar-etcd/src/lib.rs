@@ -284,12 +284,18 @@ impl EtcdRegistry {
     }
 }
 
+/// How often an idle connection to etcd is pinged; above etcd's 5 s minimum.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(6);
+
 fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, Error> {
     // HTTP/2 pings notice a dead peer that never closed the connection (a
     // network cut), so keep-alives and watches fail over instead of hanging.
+    // Not more often than every 5 s: etcd's server (`--grpc-keepalive-min-time`,
+    // default 5 s) answers faster pings with GOAWAY "too_many_pings" and closes
+    // the connection, breaking every watch on it every few seconds.
     let mut options = ConnectOptions::new()
         .with_connect_timeout(config.connect_timeout)
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive(KEEPALIVE_INTERVAL, Duration::from_secs(3))
         .with_keep_alive_while_idle(true);
     if let Some((user, password)) = &config.user {
         options = options.with_user(user.clone(), password.clone());

@@ -189,7 +189,12 @@ impl State {
             .get(service)
             .map(|s| s.instances.clone())
             .unwrap_or_default();
-        Arc::new(Snapshot::from_instances(service, self.revision, instances, 0))
+        Arc::new(Snapshot::from_instances(
+            service,
+            self.revision,
+            instances,
+            0,
+        ))
     }
 
     fn insert(&mut self, instance: Instance, owner: u64) {

@@ -147,11 +147,12 @@ impl Poll {
         let mut changed: BTreeMap<String, Fetched> = self.shared.data(reply)?;
         // An answer without the application would make the next poll return
         // at once again: treat it as an error, so the driver backs off.
-        changed.remove(&self.service).map(Some).ok_or_else(|| {
-            Error::Request {
+        changed
+            .remove(&self.service)
+            .map(Some)
+            .ok_or_else(|| Error::Request {
                 registry: self.shared.config.nodes.join(","),
                 source: format!("poll answered without application {:?}", self.service).into(),
-            }
-        })
+            })
     }
 }

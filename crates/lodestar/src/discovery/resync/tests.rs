@@ -311,7 +311,11 @@ async fn the_driver_stops_with_the_last_watch() {
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(source.script().followed_from, [1], "the driver is following");
+    assert_eq!(
+        source.script().followed_from,
+        [1],
+        "the driver is following"
+    );
     drop(watch);
     for _ in 0..10 {
         tokio::task::yield_now().await;
