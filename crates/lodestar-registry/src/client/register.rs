@@ -11,7 +11,8 @@ use lodestar::{
         keepalive::{Backend, Driver, Failure},
     },
 };
-use tokio::{sync::watch, task::AbortHandle};
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::Instrument;
 
 use super::Shared;
 use crate::{
@@ -34,7 +35,7 @@ struct RenewLease {
     shared: Arc<Shared>,
     service: String,
     id: String,
-    task: Option<AbortHandle>,
+    task: Option<JoinHandle<()>>,
     state: watch::Sender<RegistrationState>,
 }
 
@@ -60,12 +61,13 @@ pub(super) async fn register(
     let (state, rx) = watch::channel(RegistrationState::Registered);
     driver.serve(0, state.clone());
     driver.establish().await?;
-    let task = tokio::spawn(driver.run());
+    let span = tracing::info_span!("renew", service = %instance.service, id = %instance.id);
+    let task = tokio::spawn(driver.run().instrument(span));
     let lease = RenewLease {
         shared,
         service: instance.service.clone(),
         id: instance.id.clone(),
-        task: Some(task.abort_handle()),
+        task: Some(task),
         state,
     };
     Ok(Registration::new(instance, rx, Box::new(lease)))
@@ -131,10 +133,14 @@ impl Backend for Renewer {
 
 impl Lease for RenewLease {
     fn deregister(mut self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        let task = self.task.take();
         Box::pin(async move {
+            if let Some(task) = task {
+                task.abort();
+                // Wait for it to stop, so it publishes nothing after
+                // `Deregistered`.
+                let _ = task.await;
+            }
             let result = cancel(&self.shared, &self.service, &self.id).await;
             self.state.send_replace(RegistrationState::Deregistered);
             result.map(drop)

@@ -35,12 +35,24 @@
 //! deregisters records in the same task) selects on [`Driver::ready`], which
 //! is cancel-safe, and hands what it returns to [`Driver::advance`]:
 //!
-//! ```ignore
-//! loop {
-//!     tokio::select! {
-//!         command = commands.recv() => handle(&mut driver, command).await,
-//!         ready = driver.ready() => driver.advance(ready).await,
+//! ```
+//! use lodestar::registry::keepalive::{Backend, Driver};
+//! use tokio::sync::mpsc;
+//!
+//! /// A session task: keeps its records alive and serves commands.
+//! async fn session<B: Backend>(mut driver: Driver<B>, mut commands: mpsc::Receiver<u64>) {
+//!     loop {
+//!         tokio::select! {
+//!             command = commands.recv() => match command {
+//!                 // Add or remove a record through `driver.backend_mut()`,
+//!                 // `serve` or `release` its handle.
+//!                 Some(_record) => {}
+//!                 None => break,
+//!             },
+//!             ready = driver.ready() => driver.advance(ready).await,
+//!         }
 //!     }
+//!     let _lease = driver.stop(); // revoke it, if the registry has leases
 //! }
 //! ```
 //!
