@@ -475,8 +475,27 @@ pub(crate) fn concise(e: etcd_client::Error) -> lodestar::BoxError {
     if text.is_empty() {
         text = format!("gRPC status {:?}", status.code());
     }
-    text.into()
+    Box::new(Status {
+        code: status.code(),
+        text,
+    })
 }
+
+/// An error etcd answered as a gRPC status: its code, for telling errors
+/// apart ([`is_lease_gone`]), and its message and root cause, for people.
+#[derive(Debug)]
+pub(crate) struct Status {
+    code: tonic::Code,
+    text: String,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Status {}
 
 fn is_unavailable(e: &etcd_client::Error) -> bool {
     match e {
@@ -487,8 +506,23 @@ fn is_unavailable(e: &etcd_client::Error) -> bool {
 }
 
 /// Whether etcd said the lease does not exist.
+///
+/// etcd answers a request naming a missing lease with gRPC code `NotFound`
+/// (`ErrGRPCLeaseNotFound` in its `rpctypes`; the only other `NotFound` is
+/// for cluster members, which lodestar never asks about). A keep-alive
+/// stream opened on a missing lease is answered with TTL 0 instead, which
+/// etcd-client reports as [`etcd_client::Error::LeaseKeepAliveError`].
 pub(crate) fn is_lease_gone(e: &Error) -> bool {
-    session::error_chain(e).contains("lease not found")
+    let Error::Request { source, .. } = e else {
+        return false;
+    };
+    if let Some(status) = source.downcast_ref::<Status>() {
+        return status.code == tonic::Code::NotFound;
+    }
+    matches!(
+        source.downcast_ref::<etcd_client::Error>(),
+        Some(etcd_client::Error::LeaseKeepAliveError(_))
+    )
 }
 
 // === impl EtcdLease ===

@@ -5,30 +5,38 @@
 //! registering a second instance is then a single put, and a process with
 //! many instances costs etcd one lease.
 //!
-//! The task never gives up. When the keep-alive stream ends or errors, it
-//! tries to resume keep-alives on the same lease; when etcd says the lease is
-//! gone (etcd restarted empty, a cut longer than the TTL), it grants a new
-//! one and puts every record again, with capped, jittered backoff, for as
-//! long as it takes. go-kratos' etcd registry stops after five tries, so one
-//! etcd restart silently drops a service (go-kratos issue #3883);
-//! etcd-client does not resume keep-alives by itself (its issues #17, #54).
+//! Keeping the lease alive is the core [`Driver`]'s loop; this module
+//! supplies etcd's requests ([`Records`] is its [`Backend`]): establishing
+//! grants a lease and puts every record under it, keeping alive sends on the
+//! lease's keep-alive stream, resuming opens a new stream on the same lease,
+//! and etcd saying the lease is gone (etcd restarted empty, a cut longer
+//! than the TTL) makes the driver establish again. It never gives up:
+//! go-kratos' etcd registry stops after five tries, so one etcd restart
+//! silently drops a service (go-kratos issue #3883); etcd-client does not
+//! resume keep-alives by itself (its issues #17, #54).
 //!
-//! The task ends, revoking its lease, when the registry and every handle are
-//! dropped; it revokes the lease and stops keeping alive whenever its last
-//! record is deregistered.
+//! The task serves the registry's commands in between, selecting on them
+//! and on [`Driver::ready`]. It ends, revoking its lease, when the registry
+//! and every handle are dropped; it revokes the lease and stops keeping
+//! alive whenever its last record is deregistered.
 //!
 //! [`EtcdRegistry`]: crate::EtcdRegistry
 
 use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp};
-use lodestar::{Error, RegistrationState, backoff::Backoff};
+use lodestar::{
+    Error, RegistrationState,
+    backoff::Backoff,
+    registry::keepalive::{Backend, Driver, Failure},
+};
 use tokio::{
     sync::{mpsc, oneshot, watch},
     time::{Instant, sleep_until},
 };
+use tracing::Instrument;
 
-use crate::{Shared, concise, is_lease_gone};
+use crate::{Shared, is_lease_gone};
 
 /// Puts per transaction when re-registering many records (etcd's default
 /// `--max-txn-ops` is 128).
@@ -59,49 +67,30 @@ pub(crate) enum Command {
     },
 }
 
+pub(crate) struct Session {
+    rx: mpsc::UnboundedReceiver<Command>,
+    driver: Driver<Records>,
+}
+
+/// Every record the session keeps under its lease: the driver's backend.
+struct Records {
+    shared: Shared,
+    records: BTreeMap<String, Record>,
+}
+
+/// One record; its handle is served by the driver as `owner`.
 struct Record {
     value: String,
     owner: u64,
-    state: watch::Sender<RegistrationState>,
 }
 
-/// A lease that is being kept alive.
-struct Live {
+/// A lease etcd granted, with its keep-alive stream.
+struct Lease {
     id: i64,
     keeper: LeaseKeeper,
     stream: LeaseKeepAliveStream,
-    next_keepalive: Instant,
     /// When etcd will expire the lease if no keep-alive gets through.
     expires: Instant,
-}
-
-/// The lease, as far as the task knows.
-enum Lease {
-    /// No record, no lease.
-    Idle,
-    Live(Box<Live>),
-    /// Keep-alives failed or the lease is gone; the next attempt is due at
-    /// `retry_at`. `id` is the old lease, worth resuming if etcd still has it.
-    Lost {
-        id: Option<i64>,
-        retry_at: Instant,
-    },
-}
-
-pub(crate) struct Session {
-    shared: Shared,
-    rx: mpsc::UnboundedReceiver<Command>,
-    records: BTreeMap<String, Record>,
-    lease: Lease,
-    backoff: Backoff,
-}
-
-/// Why keeping the lease alive stopped.
-enum Failure {
-    /// etcd answered that the lease does not exist.
-    Gone,
-    /// etcd could not be reached or the stream broke.
-    Unreachable(String),
 }
 
 // === impl Session ===
@@ -109,15 +98,15 @@ enum Failure {
 impl Session {
     pub(crate) fn spawn(shared: Shared) -> mpsc::UnboundedSender<Command> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let backoff = Backoff::registration(shared.config.ttl);
-        let session = Session {
+        let ttl = shared.config.ttl;
+        let span =
+            tracing::info_span!("etcd_lease", endpoints = %shared.config.display_endpoints());
+        let records = Records {
             shared,
-            rx,
             records: BTreeMap::new(),
-            lease: Lease::Idle,
-            backoff,
         };
-        tokio::spawn(session.run());
+        let driver = Driver::new(records, ttl / 3, Backoff::registration(ttl));
+        tokio::spawn(Session { rx, driver }.run().instrument(span));
         tx
     }
 
@@ -128,10 +117,7 @@ impl Session {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
-                event = lease_event(&mut self.lease, self.shared.config.ttl) => match event {
-                    Some(failure) => self.lost(failure),
-                    None => self.recover().await,
-                },
+                ready = self.driver.ready() => self.driver.advance(ready).await,
             }
         }
         if let Err(e) = self.revoke().await {
@@ -174,35 +160,49 @@ impl Session {
         owner: u64,
         state: watch::Sender<RegistrationState>,
     ) -> Result<(), Error> {
-        let result = match &self.lease {
-            Lease::Live(live) => self.put(&key, &value, live.id).await,
-            // Nothing alive: establishing a lease puts every record, so add
-            // this one first and take it back if that fails.
-            Lease::Idle | Lease::Lost { .. } => Err(None),
-        };
-        let result = match result {
-            Ok(()) => Ok(()),
-            Err(Some(e)) => Err(e),
-            Err(None) => {
-                let previous = self.insert(key.clone(), value.clone(), owner, state.clone());
-                let established = self.establish().await;
-                if established.is_err() {
-                    self.records.remove(&key);
-                    if let Some(previous) = previous {
-                        self.records.insert(key.clone(), previous);
-                    }
+        if let Some(id) = self.driver.live().map(|lease| lease.id) {
+            match self.records().put(&key, &value, id).await {
+                Ok(()) => {
+                    self.insert(key, value, owner, state);
+                    return Ok(());
                 }
-                return established;
+                Err(Failure::Transient(e)) => return Err(e),
+                // Establishing below puts every record back.
+                Err(gone @ Failure::Gone(_)) => self.lose(gone),
             }
-        };
-        if result.is_ok() {
-            self.insert(key, value, owner, state);
         }
-        result
+        // Nothing alive: establishing a lease puts every record, so add
+        // this one first and take it back if that fails.
+        let previous = self
+            .records_mut()
+            .insert(key.clone(), Record { value, owner });
+        self.driver.serve(owner, state);
+        if let Err(e) = self.driver.establish().await {
+            self.take_back(&key, owner, previous);
+            return Err(e);
+        }
+        if let Some(old) = previous {
+            // The same key registered again: the older handle no longer owns it.
+            self.driver.release(old.owner);
+        }
+        Ok(())
+    }
+
+    /// Undoes adding a record whose registration failed.
+    fn take_back(&mut self, key: &str, owner: u64, previous: Option<Record>) {
+        self.driver.release(owner);
+        match previous {
+            Some(old) => self.records_mut().insert(key.to_string(), old),
+            None => self.records_mut().remove(key),
+        };
+        if self.records().records.is_empty() {
+            // Nothing left to retry for; no lease was granted.
+            self.driver.stop();
+        }
     }
 
     /// Takes over a record put by the caller under `lease`, making sure it
-    /// ends up under the lease that is live now.
+    /// ends up under the lease that is kept alive.
     async fn adopt(
         &mut self,
         key: String,
@@ -212,24 +212,30 @@ impl Session {
         lease: i64,
     ) {
         self.insert(key.clone(), value.clone(), owner, state);
-        match &self.lease {
-            Lease::Live(live) if live.id == lease => {}
-            // The lease changed since the caller read it: put it again.
-            Lease::Live(live) => {
-                let id = live.id;
-                if let Err(e) = self.put(&key, &value, id).await {
-                    let error =
-                        e.map_or_else(|| "lease not found".to_string(), |e| error_chain(&e));
-                    self.lost(Failure::Unreachable(error));
-                }
-            }
-            // Recovery puts every record, this one included.
-            Lease::Lost { .. } => {}
-            Lease::Idle => {
-                // A failure is retried with backoff; the state says so.
-                let _ = self.establish().await;
-            }
+        if self
+            .driver
+            .lease()
+            .is_some_and(|current| current.id == lease)
+        {
+            return;
         }
+        if self.driver.is_idle() {
+            // The lease was revoked meanwhile; a failure is retried.
+            let _ = self.driver.establish().await;
+            return;
+        }
+        let stray = match self.driver.live().map(|current| current.id) {
+            // The lease changed since the caller read it: put it again.
+            Some(id) => match self.records().put(&key, &value, id).await {
+                Ok(()) => return,
+                Err(failure) => failure.into_error(),
+            },
+            None => text_error(self.shared(), "the record was put under another lease"),
+        };
+        // The lease kept alive does not hold this record, so resuming it
+        // would not bring the record back: establish afresh, which puts
+        // every record.
+        self.lose(Failure::Gone(stray));
     }
 
     fn insert(
@@ -238,36 +244,32 @@ impl Session {
         value: String,
         owner: u64,
         state: watch::Sender<RegistrationState>,
-    ) -> Option<Record> {
-        state.send_replace(RegistrationState::Registered);
-        let replaced = self.records.insert(
-            key,
-            Record {
-                value,
-                owner,
-                state,
-            },
-        );
-        if let Some(old) = &replaced {
+    ) {
+        let replaced = self.records_mut().insert(key, Record { value, owner });
+        self.driver.serve(owner, state);
+        if let Some(old) = replaced {
             // The same key registered again: the older handle no longer owns it.
-            old.state.send_replace(RegistrationState::Deregistered);
+            self.driver.release(old.owner);
         }
-        replaced
     }
 
     async fn deregister(&mut self, key: &str, owner: u64) -> Result<(), Error> {
-        if self.records.get(key).is_none_or(|r| r.owner != owner) {
+        if self
+            .records()
+            .records
+            .get(key)
+            .is_none_or(|r| r.owner != owner)
+        {
             return Ok(());
         }
-        if let Some(record) = self.records.remove(key) {
-            record.state.send_replace(RegistrationState::Deregistered);
-        }
-        if self.records.is_empty() {
+        self.records_mut().remove(key);
+        self.driver.release(owner);
+        if self.records().records.is_empty() {
             // Revoking the lease deletes the key with it, in one request.
             return self.revoke().await;
         }
         let key = key.to_string();
-        self.shared
+        self.shared()
             .call(|mut c| {
                 let key = key.clone();
                 async move { c.delete(key, None).await }
@@ -276,46 +278,47 @@ impl Session {
             .map(drop)
     }
 
-    /// Grants a lease, puts every record under it and starts keep-alives.
-    async fn establish(&mut self) -> Result<(), Error> {
-        let ttl = ttl_secs(self.shared.config.ttl);
-        let granted = self
-            .shared
-            .call(|mut c| async move { c.lease_grant(ttl, None).await });
-        let id = match granted.await {
-            Ok(grant) => grant.id(),
-            Err(e) => return self.failed(None, e),
+    /// Stops keeping alive and revokes the lease (deleting every key under
+    /// it).
+    async fn revoke(&mut self) -> Result<(), Error> {
+        let lease = self.driver.stop();
+        self.shared().live_lease.store(0, Ordering::Release);
+        let Some(Lease { id, .. }) = lease else {
+            return Ok(());
         };
-        if let Err(e) = self.put_all(id).await {
-            // Not resumable: the records may not be under it. It expires.
-            return self.failed(None, e);
-        }
-        self.start_keepalive(id).await
-    }
-
-    async fn start_keepalive(&mut self, id: i64) -> Result<(), Error> {
-        let keep_alive = self
-            .shared
-            .call(|mut c| async move { c.lease_keep_alive(id).await });
-        match keep_alive.await {
-            Ok((keeper, stream)) => {
-                let ttl = self.shared.config.ttl;
-                self.shared.live_lease.store(id, Ordering::Release);
-                self.lease = Lease::Live(Box::new(Live {
-                    id,
-                    keeper,
-                    stream,
-                    next_keepalive: Instant::now() + ttl / 3,
-                    expires: Instant::now() + ttl,
-                }));
-                self.backoff.reset();
-                self.set_state(RegistrationState::Registered);
-                Ok(())
-            }
-            Err(e) => self.failed(Some(id), e),
+        match self
+            .shared()
+            .call(|mut c| async move { c.lease_revoke(id).await })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_lease_gone(&e) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
+    /// The live lease failed outside the driver.
+    fn lose(&mut self, failure: Failure) {
+        self.shared().live_lease.store(0, Ordering::Release);
+        self.driver.fail(failure);
+    }
+
+    fn records(&self) -> &Records {
+        self.driver.backend()
+    }
+
+    fn records_mut(&mut self) -> &mut BTreeMap<String, Record> {
+        &mut self.driver.backend_mut().records
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.driver.backend().shared
+    }
+}
+
+// === impl Records ===
+
+impl Records {
     async fn put_all(&self, lease: i64) -> Result<(), Error> {
         let puts: Vec<TxnOp> = self
             .records
@@ -333,147 +336,124 @@ impl Session {
         Ok(())
     }
 
-    async fn put(&self, key: &str, value: &str, lease: i64) -> Result<(), Option<Error>> {
+    async fn put(&self, key: &str, value: &str, lease: i64) -> Result<(), Failure> {
         let put = self.shared.call(|mut c| {
             let (key, value) = (key.to_string(), value.to_string());
             async move { c.put(key, value, Some(lease_opt(lease))).await }
         });
-        match put.await {
-            Ok(_) => Ok(()),
-            Err(e) if is_lease_gone(&e) => Err(None),
-            Err(e) => Err(Some(e)),
-        }
+        put.await.map(drop).map_err(failure)
     }
 
-    /// Records a failed attempt and schedules the next one.
-    fn failed(&mut self, id: Option<i64>, error: Error) -> Result<(), Error> {
-        self.shared.live_lease.store(0, Ordering::Release);
-        let text = error_chain(&error);
-        let attempt = self.backoff.attempt() + 1;
-        self.lease = Lease::Lost {
-            id,
-            retry_at: Instant::now() + self.backoff.next_delay(),
-        };
-        if !self.records.is_empty() {
-            tracing::warn!(attempt, error = %text, "etcd registration not re-established yet; retrying");
-            self.set_state(RegistrationState::Retrying {
-                attempt,
-                error: text,
-            });
-        }
-        Err(error)
-    }
-
-    fn lost(&mut self, failure: Failure) {
-        self.shared.live_lease.store(0, Ordering::Release);
-        let old = std::mem::replace(&mut self.lease, Lease::Idle);
-        let Lease::Live(live) = old else { return };
-        let (id, error) = match failure {
-            Failure::Gone => (None, "lease expired or etcd lost it".to_string()),
-            Failure::Unreachable(e) => (Some(live.id), e),
-        };
-        tracing::warn!(lease = live.id, %error, "etcd lease keep-alive lost; re-establishing");
-        self.set_state(RegistrationState::Retrying { attempt: 0, error });
-        // First attempt at once: a broken stream is usually a reconnect away.
-        self.lease = Lease::Lost {
-            id,
-            retry_at: Instant::now(),
-        };
-    }
-
-    /// One attempt to get back to a live lease: resume the old one if etcd
-    /// still has it, else grant a new one and put everything again.
-    async fn recover(&mut self) {
-        let Lease::Lost { id, .. } = self.lease else {
-            return;
-        };
-        if self.records.is_empty() {
-            self.lease = Lease::Idle;
-            return;
-        }
-        if let Some(id) = id {
-            match self.start_keepalive(id).await {
-                Ok(()) => {
-                    tracing::info!(lease = id, "etcd lease keep-alive resumed");
-                    return;
-                }
-                Err(e) if !is_lease_gone(&e) => return,
-                Err(_) => {}
-            }
-        }
-        if self.establish().await.is_ok() {
-            tracing::info!(
-                records = self.records.len(),
-                "etcd registration re-established"
-            );
-        }
-    }
-
-    /// Revokes the lease (deleting every key under it) and goes idle.
-    async fn revoke(&mut self) -> Result<(), Error> {
-        self.shared.live_lease.store(0, Ordering::Release);
-        let id = match std::mem::replace(&mut self.lease, Lease::Idle) {
-            Lease::Live(live) => live.id,
-            Lease::Lost { id: Some(id), .. } => id,
-            Lease::Lost { id: None, .. } | Lease::Idle => return Ok(()),
-        };
-        match self
+    /// Opens a keep-alive stream on lease `id`; etcd-client waits for the
+    /// first answer, so a missing lease fails here.
+    async fn open(&self, id: i64) -> Result<(LeaseKeeper, LeaseKeepAliveStream), Failure> {
+        let keep_alive = self
             .shared
-            .call(|mut c| async move { c.lease_revoke(id).await })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_lease_gone(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
+            .call(|mut c| async move { c.lease_keep_alive(id).await });
+        keep_alive.await.map_err(failure)
     }
 
-    fn set_state(&self, state: RegistrationState) {
-        for record in self.records.values() {
-            record.state.send_if_modified(|current| {
-                let changed = *current != state;
-                *current = state.clone();
-                changed
-            });
-        }
+    /// A lease (re)opened: from now on etcd expires it a TTL after the last
+    /// keep-alive, and registering can put under it directly.
+    fn live(&self, lease: &mut Lease) {
+        lease.expires = Instant::now() + self.shared.config.ttl;
+        self.shared.live_lease.store(lease.id, Ordering::Release);
+    }
+
+    fn lost(&self, failure: Failure) -> Failure {
+        self.shared.live_lease.store(0, Ordering::Release);
+        failure
     }
 }
 
-/// Resolves with the failure of a live lease's keep-alives, or with `None`
-/// when a lost lease is due for another attempt; never while idle.
-async fn lease_event(lease: &mut Lease, ttl: Duration) -> Option<Failure> {
-    match lease {
-        Lease::Live(live) => Some(keep_alive(live, ttl).await),
-        Lease::Lost { retry_at, .. } => {
-            sleep_until(*retry_at).await;
-            None
+impl Backend for Records {
+    type Lease = Lease;
+
+    /// Grants a lease, puts every record under it and opens its keep-alive
+    /// stream. A lease granted by a failed attempt is left to expire: its
+    /// records may not all be under it, so it is not worth resuming.
+    async fn establish(&mut self) -> Result<Lease, Failure> {
+        let ttl = ttl_secs(self.shared.config.ttl);
+        let grant = self
+            .shared
+            .call(|mut c| async move { c.lease_grant(ttl, None).await });
+        let id = grant.await.map_err(failure)?.id();
+        self.put_all(id).await.map_err(failure)?;
+        let (keeper, stream) = self.open(id).await?;
+        let mut lease = Lease {
+            id,
+            keeper,
+            stream,
+            expires: Instant::now(),
+        };
+        self.live(&mut lease);
+        Ok(lease)
+    }
+
+    async fn keep_alive(&mut self, lease: &mut Lease) -> Result<(), Failure> {
+        // Only sends on the stream; `broken` reads the answers.
+        match lease.keeper.keep_alive().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.lost(Failure::Transient(self.shared.request_error(e)))),
         }
-        Lease::Idle => std::future::pending().await,
+    }
+
+    async fn resume(&mut self, lease: &mut Lease) -> Result<(), Failure> {
+        (lease.keeper, lease.stream) = self.open(lease.id).await?;
+        self.live(lease);
+        Ok(())
+    }
+
+    async fn broken(&mut self, lease: &mut Lease) -> Failure {
+        let failure = answers(&self.shared, lease).await;
+        self.lost(failure)
     }
 }
 
-/// Drives keep-alives of a live lease; resolves only when they fail.
-async fn keep_alive(live: &mut Live, ttl: Duration) -> Failure {
+/// Reads keep-alive answers, pushing the expiry back; resolves when they
+/// say the lease is gone or stop coming. Cancel-safe.
+async fn answers(shared: &Shared, lease: &mut Lease) -> Failure {
     loop {
         tokio::select! {
-            () = sleep_until(live.next_keepalive) => {
-                live.next_keepalive = Instant::now() + ttl / 3;
-                if let Err(e) = live.keeper.keep_alive().await {
-                    return Failure::Unreachable(concise(e).to_string());
+            message = lease.stream.message() => match message {
+                Ok(Some(answer)) if answer.ttl() > 0 => {
+                    let ttl = Duration::from_secs(answer.ttl().unsigned_abs());
+                    lease.expires = Instant::now() + ttl;
                 }
-            }
-            message = live.stream.message() => match message {
-                Ok(Some(response)) if response.ttl() > 0 => {
-                    live.expires = Instant::now() + Duration::from_secs(response.ttl().unsigned_abs());
+                // etcd answers a keep-alive of a lease it does not have
+                // with TTL 0.
+                Ok(Some(_)) => {
+                    return Failure::Gone(text_error(shared, "the lease expired or etcd lost it"));
                 }
-                Ok(Some(_)) => return Failure::Gone,
-                Ok(None) => return Failure::Unreachable("keep-alive stream ended".into()),
-                Err(e) => return Failure::Unreachable(concise(e).to_string()),
+                Ok(None) => {
+                    return Failure::Transient(text_error(shared, "keep-alive stream ended"));
+                }
+                Err(e) => return Failure::Transient(shared.request_error(e)),
             },
-            () = sleep_until(live.expires) => {
-                return Failure::Unreachable("no keep-alive answer within the TTL".into());
+            () = sleep_until(lease.expires) => {
+                return Failure::Transient(Error::Timeout {
+                    registry: shared.config.display_endpoints(),
+                    timeout: shared.config.ttl,
+                });
             }
         }
+    }
+}
+
+/// A failure etcd did not word itself.
+fn text_error(shared: &Shared, text: &'static str) -> Error {
+    Error::Request {
+        registry: shared.config.display_endpoints(),
+        source: text.into(),
+    }
+}
+
+/// Sorts an etcd error into what the driver does about it.
+fn failure(e: Error) -> Failure {
+    if is_lease_gone(&e) {
+        Failure::Gone(e)
+    } else {
+        Failure::Transient(e)
     }
 }
 
@@ -495,4 +475,53 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use lodestar_test_support::EtcdNode;
+
+    use super::*;
+    use crate::EtcdRegistry;
+
+    /// A lease id etcd never granted.
+    const NO_SUCH_LEASE: i64 = 0x1ea5e;
+
+    async fn records(etcd: &EtcdNode) -> Records {
+        let registry = EtcdRegistry::connect(etcd.url().parse().unwrap())
+            .await
+            .unwrap();
+        Records {
+            shared: registry.shared,
+            records: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn etcd_saying_the_lease_is_gone_is_told_apart_by_its_code() {
+        let etcd = EtcdNode::start().await;
+        let records = records(&etcd).await;
+
+        let put = records.put("/lodestar/k", "v", NO_SUCH_LEASE).await;
+        assert!(matches!(put, Err(Failure::Gone(_))), "{put:?}");
+        let opened = records.open(NO_SUCH_LEASE).await;
+        assert!(
+            matches!(opened, Err(Failure::Gone(_))),
+            "a keep-alive stream"
+        );
+        // Another refusal is not a lost lease.
+        let empty_key = records.put("", "v", 0).await;
+        assert!(
+            matches!(empty_key, Err(Failure::Transient(_))),
+            "{empty_key:?}"
+        );
+        // The message stays readable.
+        let Err(Failure::Gone(e)) = put else {
+            unreachable!()
+        };
+        assert!(
+            error_chain(&e).ends_with("etcdserver: requested lease not found"),
+            "{e:?}"
+        );
+    }
 }

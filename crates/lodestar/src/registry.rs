@@ -10,6 +10,11 @@
 //! [`Registration::deregister`] removes the record at once: call it on a
 //! clean exit. Dropping the handle without it also stops the keep-alive and
 //! removes the record, on a best-effort basis in the background.
+//!
+//! Backends keep their registrations alive with the one loop in
+//! [`keepalive`], supplying only their requests.
+
+pub mod keepalive;
 
 use std::fmt;
 

@@ -1,11 +1,18 @@
-//! Registrations: `register`, a renew task per instance, `cancel`.
+//! Registrations: `register`, then the core keep-alive driver renewing the
+//! instance, `cancel`.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use lodestar::{
-    BoxFuture, Error, Instance, Registration, RegistrationState, backoff::Backoff, registry::Lease,
+    BoxFuture, Error, Instance, Registration, RegistrationState,
+    backoff::Backoff,
+    registry::{
+        Lease,
+        keepalive::{Backend, Driver, Failure},
+    },
 };
-use tokio::{sync::watch, task::AbortHandle};
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::Instrument;
 
 use super::Shared;
 use crate::{
@@ -13,12 +20,13 @@ use crate::{
     wire::{self, Code},
 };
 
-/// Keeps one instance registered.
+/// The requests that keep one instance registered, for the core
+/// [`Driver`]: `register` establishes, `renew` keeps alive, and a renew
+/// answered `-404` says the registry lost the instance.
 struct Renewer {
     shared: Arc<Shared>,
     register_form: String,
     renew_form: String,
-    state: Arc<watch::Sender<RegistrationState>>,
 }
 
 /// The lease of one registration: its renew task.
@@ -27,11 +35,12 @@ struct RenewLease {
     shared: Arc<Shared>,
     service: String,
     id: String,
-    task: Option<AbortHandle>,
-    state: Arc<watch::Sender<RegistrationState>>,
+    task: Option<JoinHandle<()>>,
+    state: watch::Sender<RegistrationState>,
 }
 
-/// Registers `instance` and starts renewing it.
+/// Registers `instance` (the first attempt's error goes back to the
+/// caller) and starts renewing it.
 pub(super) async fn register(
     shared: Arc<Shared>,
     instance: Instance,
@@ -40,21 +49,25 @@ pub(super) async fn register(
     let config = &shared.config;
     let mut record = wire::Instance::from_lodestar(&instance, &config.env, &config.zone);
     record.ttl = config.ttl.map_or(0, |ttl| ttl.as_secs().max(1));
-    let (state, rx) = watch::channel(RegistrationState::Registered);
     let renewer = Renewer {
         register_form: record.to_register_form(false),
         renew_form: key_form(&shared, &instance.service, &instance.id),
         shared: shared.clone(),
-        state: Arc::new(state),
     };
-    renewer.register().await?;
-    let state = renewer.state.clone();
-    let task = tokio::spawn(renewer.run(shared.config.renew_every()));
+    let every = config.renew_every();
+    // Capped at the interval, so an instance the registry lost is back
+    // before it would have been evicted.
+    let mut driver = Driver::new(renewer, every, Backoff::registration(every));
+    let (state, rx) = watch::channel(RegistrationState::Registered);
+    driver.serve(0, state.clone());
+    driver.establish().await?;
+    let span = tracing::info_span!("renew", service = %instance.service, id = %instance.id);
+    let task = tokio::spawn(driver.run().instrument(span));
     let lease = RenewLease {
         shared,
         service: instance.service.clone(),
         id: instance.id.clone(),
-        task: Some(task.abort_handle()),
+        task: Some(task),
         state,
     };
     Ok(Registration::new(instance, rx, Box::new(lease)))
@@ -83,90 +96,51 @@ fn key_form(shared: &Shared, service: &str, id: &str) -> String {
 
 // === impl Renewer ===
 
-impl Renewer {
-    async fn run(self, every: Duration) {
-        let cap = every.min(Duration::from_secs(5));
-        let mut backoff = Backoff::new(Duration::from_millis(100), cap);
-        let mut delay = every;
-        loop {
-            tokio::time::sleep(delay).await;
-            match self.renew().await {
-                Ok(()) => {
-                    backoff.reset();
-                    delay = every;
-                    self.set(RegistrationState::Registered);
-                }
-                Err(e) => {
-                    let attempt = backoff.attempt() + 1;
-                    let error = error_chain(&e);
-                    tracing::warn!(attempt, %error, "renew failed; retrying");
-                    self.set(RegistrationState::Retrying { attempt, error });
-                    delay = backoff.next_delay();
-                }
-            }
-        }
-    }
+impl Backend for Renewer {
+    /// Nothing: the registry knows the instance by its key.
+    type Lease = ();
 
-    async fn register(&self) -> Result<(), Error> {
+    async fn establish(&mut self) -> Result<(), Failure> {
         let reply = self
             .shared
             .post("/discovery/register", self.register_form.clone())
-            .await?;
+            .await
+            .map_err(Failure::Transient)?;
         match reply.code() {
             Some(Code::Ok) => Ok(()),
-            _ => Err(self.shared.refused(&reply)),
+            // A refusal may be a node that is not ready yet: keep trying.
+            _ => Err(Failure::Transient(self.shared.refused(&reply))),
         }
     }
 
-    /// One renew; `-404` means the registry lost the instance: register it
-    /// again.
-    async fn renew(&self) -> Result<(), Error> {
+    /// One renew; `-404` means the registry lost the instance (it
+    /// restarted, or evicted it during a long pause).
+    async fn keep_alive(&mut self, _: &mut ()) -> Result<(), Failure> {
         let reply = self
             .shared
             .post("/discovery/renew", self.renew_form.clone())
-            .await?;
+            .await
+            .map_err(Failure::Transient)?;
         match reply.code() {
             Some(Code::Ok) => Ok(()),
-            Some(Code::NotFound) => {
-                tracing::warn!("the registry no longer has this instance; registering again");
-                self.set(RegistrationState::Retrying {
-                    attempt: 0,
-                    error: "the registry no longer had the instance".into(),
-                });
-                self.register().await
-            }
-            _ => Err(self.shared.refused(&reply)),
+            Some(Code::NotFound) => Err(Failure::Gone(self.shared.refused(&reply))),
+            _ => Err(Failure::Transient(self.shared.refused(&reply))),
         }
     }
-
-    fn set(&self, state: RegistrationState) {
-        self.state.send_if_modified(|current| {
-            let changed = *current != state;
-            *current = state;
-            changed
-        });
-    }
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 // === impl RenewLease ===
 
 impl Lease for RenewLease {
     fn deregister(mut self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        let task = self.task.take();
         Box::pin(async move {
+            if let Some(task) = task {
+                task.abort();
+                // Wait for it to stop, so it publishes nothing after
+                // `Deregistered`.
+                let _ = task.await;
+            }
             let result = cancel(&self.shared, &self.service, &self.id).await;
             self.state.send_replace(RegistrationState::Deregistered);
             result.map(drop)
