@@ -6,7 +6,7 @@ use support::*;
 
 use std::time::Duration;
 
-use lodestar_test_support::{EtcdNode, eventually, free_port};
+use lodestar_test_support::{EtcdCluster, EtcdNode, eventually, free_port};
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
     process::{Child, ChildStderr},
@@ -120,6 +120,21 @@ async fn bad_registry_urls_and_unreachable_registries_are_named() {
             "{bad}: {}",
             out.stderr
         );
+    }
+}
+
+/// Every command is a fresh connect: with a member of the URL down, each
+/// must still reach the others (the start-up check used to ask just one).
+#[tokio::test]
+async fn every_command_works_with_a_cluster_member_down() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let url = cluster.url();
+    let (_register, mut log) = spawn_register(&url, "a", "30");
+    wait_for(&mut log, "registered echo/a").await;
+    cluster.kill(0);
+    cluster.wait_for_leader().await;
+    for _ in 0..5 {
+        assert_eq!(ids(&url, "echo").await, ["a"]);
     }
 }
 

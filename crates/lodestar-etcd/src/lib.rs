@@ -74,6 +74,7 @@ use lodestar::{
 };
 use tokio::{
     sync::{mpsc, oneshot, watch as state},
+    task::JoinSet,
     time::{Instant, timeout, timeout_at},
 };
 
@@ -122,25 +123,21 @@ impl EtcdRegistry {
             registry: config.display_endpoints(),
             source,
         };
-        let connect = Client::connect(&config.endpoints, Some(options));
-        let mut client = match timeout(config.connect_timeout, connect).await {
+        // A member that is down must not fail the start while another
+        // answers: check them all at once, then connect the balanced client.
+        let connect = async {
+            any_member_answers(&config.endpoints, &options).await?;
+            connect_balanced(&config.endpoints, &options).await
+        };
+        let client = match timeout(config.connect_timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(unreachable(concise(e))),
+            Ok(Err(e)) => return Err(unreachable(e)),
             Err(_) => {
                 return Err(unreachable(
                     format!("no answer within {:?}", config.connect_timeout).into(),
                 ));
             }
         };
-        match timeout(config.connect_timeout, client.status()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(unreachable(concise(e))),
-            Err(_) => {
-                return Err(unreachable(
-                    format!("no answer within {:?}", config.connect_timeout).into(),
-                ));
-            }
-        }
         Ok(Self {
             shared: Shared {
                 client,
@@ -286,6 +283,49 @@ impl EtcdRegistry {
 
 /// How often an idle connection to etcd is pinged; above etcd's 5 s minimum.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(6);
+
+/// Asks every member for its status at once, each through a client of its
+/// own: `Ok` as soon as one answers, else the last member's error. (One
+/// status call through the balanced client lands on any member, a dead one
+/// included.)
+async fn any_member_answers(
+    endpoints: &[String],
+    options: &ConnectOptions,
+) -> Result<(), lodestar::BoxError> {
+    let mut checks = JoinSet::new();
+    for endpoint in endpoints {
+        let (endpoint, options) = (endpoint.clone(), options.clone());
+        checks.spawn(async move {
+            let mut client = Client::connect([endpoint], Some(options)).await?;
+            client.status().await.map(drop)
+        });
+    }
+    let mut last: lodestar::BoxError = "no etcd address given".into();
+    while let Some(checked) = checks.join_next().await {
+        match checked {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = concise(e),
+            Err(e) => last = e.into(),
+        }
+    }
+    Err(last)
+}
+
+/// The client over every member. It talks to etcd only to authenticate,
+/// and then may pick a dead member: retried, as [`Shared::call`] does, until
+/// the caller's timeout.
+async fn connect_balanced(
+    endpoints: &[String],
+    options: &ConnectOptions,
+) -> Result<Client, lodestar::BoxError> {
+    let mut backoff = Backoff::request();
+    loop {
+        match Client::connect(endpoints, Some(options.clone())).await {
+            Err(e) if is_unavailable(&e) => tokio::time::sleep(backoff.next_delay()).await,
+            connected => return connected.map_err(concise),
+        }
+    }
+}
 
 fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, Error> {
     // HTTP/2 pings notice a dead peer that never closed the connection (a

@@ -21,11 +21,8 @@ use std::{
 };
 
 use lodestar::{Instance, Registrar, balance::BuiltinPolicy, memory::MemoryRegistry};
-use lodestar_tonic::{
-    Channel,
-    echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer},
-    serve,
-};
+use lodestar_echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer};
+use lodestar_tonic::{Channel, serve};
 use tokio::sync::oneshot;
 use tonic::{
     service::Routes,

@@ -7,7 +7,7 @@
 //! use std::sync::Arc;
 //! use lodestar::balance::BuiltinPolicy;
 //! use lodestar_etcd::EtcdRegistry;
-//! use lodestar_tonic::{Channel, echo::echo_client::EchoClient, echo::EchoRequest};
+//! use {lodestar_echo::{EchoRequest, echo_client::EchoClient}, lodestar_tonic::Channel};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let etcd = EtcdRegistry::connect("etcd://127.0.0.1:2379".parse()?).await?;

@@ -12,7 +12,9 @@
 //!   channel's hook keep a call chain in its colour lane; see [`color`].
 //! - [`RouteExt`]: `set_route` on tonic requests (version pin, colour
 //!   lane, hash key).
-//! - [`echo`]: the echo service used by the `lodestar` tools and the tests.
+//!
+//! The echo service of the examples, the `lodestar` tools and the tests is
+//! the `lodestar-echo` crate: this one has no protobuf build step.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -26,13 +28,11 @@ pub mod color;
 mod route;
 pub mod serve;
 
-#[allow(missing_docs, unreachable_pub, missing_debug_implementations)] // generated code
-pub mod echo;
-
 pub use channel::Channel;
 pub use route::RouteExt;
 
-/// The README's Rust examples, compiled as doctests so they stay true.
+/// The README's Rust examples, compiled as doctests so they stay true (the
+/// echo service they use is a dev-dependency).
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

@@ -23,7 +23,8 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use lodestar::{Instance, memory::MemoryRegistry};
-//! use lodestar_tonic::{echo::{EchoService, echo_server::EchoServer}, serve};
+//! use lodestar_echo::{EchoService, echo_server::EchoServer};
+//! use lodestar_tonic::serve;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = Arc::new(MemoryRegistry::new());

@@ -14,14 +14,13 @@ use std::{
 
 use lodestar::{Discovery, Instance, balance::BuiltinPolicy};
 use lodestar::{Registrar, Snapshot, Subscriber};
+use lodestar_echo::{
+    EchoReply, EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer,
+};
 use lodestar_etcd::EtcdRegistry;
 use lodestar_registry::{LodestarRegistry, server};
 use lodestar_test_support::{EtcdNode, eventually, free_port};
-use lodestar_tonic::{
-    Channel,
-    echo::{EchoReply, EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer},
-    serve,
-};
+use lodestar_tonic::{Channel, serve};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -503,7 +502,7 @@ struct Front {
 }
 
 #[tonic::async_trait]
-impl lodestar_tonic::echo::echo_server::Echo for Front {
+impl lodestar_echo::echo_server::Echo for Front {
     async fn say(
         &self,
         request: Request<EchoRequest>,

@@ -10,10 +10,8 @@ use std::{
 };
 
 use lodestar::balance::{BuiltinPolicy, Route};
-use lodestar_tonic::{
-    Channel, RouteExt,
-    echo::{EchoRequest, echo_client::EchoClient},
-};
+use lodestar_echo::{EchoRequest, echo_client::EchoClient};
+use lodestar_tonic::{Channel, RouteExt};
 use tokio::time::Instant;
 
 use crate::{

@@ -16,12 +16,9 @@ use std::{
 
 use anyhow::Context;
 use lodestar::{Discovery, Instance, Registrar, balance::BuiltinPolicy};
+use lodestar_echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer};
 use lodestar_registry::{LodestarRegistry, server};
-use lodestar_tonic::{
-    Channel,
-    echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer},
-    serve,
-};
+use lodestar_tonic::{Channel, serve};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::output::outln;

@@ -8,10 +8,8 @@ use anyhow::Context;
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use lodestar::{Endpoint, Instance};
-use lodestar_tonic::{
-    echo::{EchoService, echo_server::EchoServer},
-    serve,
-};
+use lodestar_echo::{EchoService, echo_server::EchoServer};
+use lodestar_tonic::serve;
 use tokio::net::TcpListener;
 
 use crate::output::errln;
