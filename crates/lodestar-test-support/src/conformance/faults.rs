@@ -6,7 +6,7 @@ use lodestar::RegistrationState;
 
 use super::backend::{Backend, Capability, Outcome, require};
 use super::follow::{
-    Follower, PATIENCE, bounded, get, instance, register, register_retrying, wait_state,
+    Follower, PATIENCE, bounded, get, instance, register, register_retrying, settle, wait_state,
 };
 use crate::eventually;
 
@@ -74,29 +74,23 @@ pub async fn a_watch_and_a_registration_resume_after_an_outage<B: Backend>(
     Ok(())
 }
 
-/// A watch never goes backwards across an outage and restore.
+/// Watches never go backwards across an outage and restore: one on a
+/// service with a live registration, one on a service emptied before.
 pub async fn revisions_only_grow_across_an_outage<B: Backend>(backend: &mut B) -> Outcome {
     require(backend, Capability::Outage)?;
-    let name = backend.name().to_string();
-    let registrar = backend.connect().await;
-    let watcher = backend.connect().await;
-    let follower = Follower::start(&name, &*watcher, "echo").await;
-    let _a = register(&*registrar, instance("echo", "a", 1001)).await;
-    follower.wait_ids("a", &["a"]).await;
-    let b = register(&*registrar, instance("echo", "b", 1003)).await;
-    follower.wait_ids("a, b", &["a", "b"]).await;
-    bounded("deregister(b)", b.deregister())
-        .await
-        .unwrap_or_else(|e| panic!("{name}: deregister(b): {e}"));
-    follower.wait_ids("a", &["a"]).await;
+    let (live, emptied, _a) = two_histories(backend).await;
 
     backend.outage().await;
     backend.restore().await;
-    let _c = register_retrying(&*registrar, instance("echo", "c", 1005)).await;
-    follower
-        .wait_ids("a and c after the restore", &["a", "c"])
+    settle().await;
+    let registrar = backend.connect().await;
+    let _b = register_retrying(&*registrar, instance("echo", "b", 1021)).await;
+    let _c = register_retrying(&*registrar, instance("emptied", "c", 1023)).await;
+    live.wait_ids("a and b after the restore", &["a", "b"])
         .await;
-    follower.assert_revisions_grow("across an outage");
+    emptied.wait_ids("c after the restore", &["c"]).await;
+    live.assert_revisions_grow("across an outage (a live service)");
+    emptied.assert_revisions_grow("across an outage (a service emptied before it)");
     Ok(())
 }
 
@@ -145,34 +139,26 @@ pub async fn registrations_come_back_after_the_registry_restarts_empty<B: Backen
     Ok(())
 }
 
-/// A watch never goes backwards when the registry restarts empty, though
-/// the registry's own counters may start again from zero.
+/// Watches never go backwards when the registry restarts empty, though
+/// the registry's own counters may start again from zero: one on a service
+/// with a live registration, one on a service emptied before.
 pub async fn revisions_only_grow_when_the_registry_restarts_empty<B: Backend>(
     backend: &mut B,
 ) -> Outcome {
     require(backend, Capability::RestartEmpty)?;
-    let name = backend.name().to_string();
-    let registrar = backend.connect().await;
-    let watcher = backend.connect().await;
-    let follower = Follower::start(&name, &*watcher, "echo").await;
-    let _a = register(&*registrar, instance("echo", "a", 1001)).await;
-    follower.wait_ids("a", &["a"]).await;
-    // Some history, so the registry's counters are well past a fresh start.
-    for i in 0..5u16 {
-        let extra = register(&*registrar, instance("echo", "z", 1003 + 2 * i)).await;
-        follower.wait_ids("a, z", &["a", "z"]).await;
-        bounded("deregister(z)", extra.deregister())
-            .await
-            .unwrap_or_else(|e| panic!("{name}: deregister(z): {e}"));
-        follower.wait_ids("a", &["a"]).await;
-    }
+    let (live, emptied, _a) = two_histories(backend).await;
 
     backend.restart_empty().await;
+    settle().await;
+    let registrar = backend.connect().await;
     let _b = register_retrying(&*registrar, instance("echo", "b", 1021)).await;
-    follower
-        .wait_ids("a back and b after the restart", &["a", "b"])
+    let _c = register_retrying(&*registrar, instance("emptied", "c", 1023)).await;
+    live.wait_ids("a back and b after the restart", &["a", "b"])
         .await;
-    follower.assert_revisions_grow("when the registry restarted empty");
+    emptied.wait_ids("c after the restart", &["c"]).await;
+    live.assert_revisions_grow("when the registry restarted empty (a live service)");
+    emptied
+        .assert_revisions_grow("when the registry restarted empty (a service emptied before it)");
     Ok(())
 }
 
@@ -189,6 +175,7 @@ pub async fn revisions_only_grow_across_fail_overs<B: Backend>(backend: &mut B) 
     follower.wait_ids("a", &["a"]).await;
 
     backend.fail_over().await;
+    settle().await;
     let b = register_retrying(&*registrar, instance("echo", "b", 1003)).await;
     follower
         .wait_ids("a and b after the first fail-over", &["a", "b"])
@@ -201,12 +188,14 @@ pub async fn revisions_only_grow_across_fail_overs<B: Backend>(backend: &mut B) 
     follower.wait_ids("nothing", &[]).await;
 
     backend.fail_over().await;
+    settle().await;
     let c = register_retrying(&*registrar, instance("echo", "c", 1005)).await;
     follower
         .wait_ids("c after the second fail-over", &["c"])
         .await;
 
     backend.fail_over().await;
+    settle().await;
     let _d = register_retrying(&*registrar, instance("echo", "d", 1007)).await;
     follower
         .wait_ids("c and d after the third fail-over", &["c", "d"])
@@ -217,4 +206,33 @@ pub async fn revisions_only_grow_across_fail_overs<B: Backend>(backend: &mut B) 
     .await;
     follower.assert_revisions_grow("across fail-overs");
     Ok(())
+}
+
+/// Some history on two services before a fault: `echo` ends with a live
+/// registration (returned, to keep it alive), `emptied` with none; a
+/// follower on each.
+async fn two_histories<B: Backend>(
+    backend: &mut B,
+) -> (Follower, Follower, lodestar::Registration) {
+    let name = backend.name().to_string();
+    let registrar = backend.connect().await;
+    let watcher = backend.connect().await;
+    let live = Follower::start(&name, &*watcher, "echo").await;
+    let emptied = Follower::start(&name, &*watcher, "emptied").await;
+    let a = register(&*registrar, instance("echo", "a", 1001)).await;
+    live.wait_ids("a", &["a"]).await;
+    for i in 0..3u16 {
+        let z = register(&*registrar, instance("echo", "z", 1003 + 2 * i)).await;
+        let y = register(&*registrar, instance("emptied", "y", 1011 + 2 * i)).await;
+        live.wait_ids("a, z", &["a", "z"]).await;
+        emptied.wait_ids("y", &["y"]).await;
+        for registration in [z, y] {
+            bounded("deregister", registration.deregister())
+                .await
+                .unwrap_or_else(|e| panic!("{name}: deregister: {e}"));
+        }
+        live.wait_ids("a", &["a"]).await;
+        emptied.wait_ids("nothing", &[]).await;
+    }
+    (live, emptied, a)
 }

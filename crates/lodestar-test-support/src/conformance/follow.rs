@@ -15,6 +15,11 @@ use crate::eventually;
 /// waits forever either.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// How long a case lets clients notice a fault before it changes anything,
+/// so watches resynchronise with the registry as the fault left it. A pause,
+/// not a bound: nothing is asserted about how fast that happens.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// A watch read continuously by a task of its own, which keeps every
 /// snapshot the watch yields, in order.
 #[derive(Debug)]
@@ -23,6 +28,11 @@ pub(crate) struct Follower {
     watch: Watch,
     seen: Arc<Mutex<Vec<Arc<Snapshot>>>>,
     task: JoinHandle<()>,
+}
+
+/// Lets clients notice a fault before the case changes anything.
+pub(crate) async fn settle() {
+    tokio::time::sleep(SETTLE).await;
 }
 
 /// A full record: version, two endpoints and the well-known metadata.
