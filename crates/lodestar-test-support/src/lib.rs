@@ -14,6 +14,9 @@
 //! - [`eventually`]: bounded polling for what becomes true asynchronously.
 //! - [`http`]: a tiny client for etcd's `/health` and JSON gateway, so the
 //!   harness needs no etcd client crate.
+//! - [`conformance`]: the backend conformance suite, what every registry
+//!   backend must do, run by each backend's tests through
+//!   [`conformance_suite!`].
 //!
 //! etcd is found by [`etcd_binary`]; when it is missing every test that
 //! needs it panics with instructions, rather than skipping silently.
@@ -44,6 +47,7 @@
 
 mod binary;
 mod cluster;
+pub mod conformance;
 mod eventually;
 pub mod http;
 mod node;
