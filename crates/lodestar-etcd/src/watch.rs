@@ -45,6 +45,36 @@ pub(crate) async fn get(shared: &Shared, service: &str) -> Result<Snapshot, Erro
 
 // === impl Service ===
 
+impl Service {
+    /// Up to [`PAGE`] keys of the service from `from` on, at `revision` (0:
+    /// the current one).
+    async fn page(&self, from: &[u8], revision: i64) -> Result<etcd_client::GetResponse, Error> {
+        let end = prefix_end(&self.prefix);
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_limit(PAGE)
+            .with_revision(revision);
+        self.shared
+            .call(|mut c| {
+                let (from, options) = (from.to_vec(), options.clone());
+                async move { c.get(from, Some(options)).await }
+            })
+            .await
+    }
+}
+
+/// The end of the range of keys that start with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
@@ -67,21 +97,23 @@ impl Service {
 impl Source for Service {
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
         Box::pin(async move {
-            let prefix = self.prefix.clone();
-            let response = self
-                .shared
-                .call(|mut c| {
-                    let prefix = prefix.clone();
-                    async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-                })
-                .await?;
-            let records = response
-                .kvs()
-                .iter()
-                .filter_map(|kv| record(&self.shared, &self.service, kv))
-                .collect();
-            let revision = response.header().map_or(0, |h| h.revision());
-            Ok(Listing::new(revision_u64(revision), records))
+            let (mut records, mut revision) = (Vec::new(), 0);
+            let mut from = self.prefix.as_bytes().to_vec();
+            loop {
+                let page = self.page(&from, revision).await?;
+                revision = page.header().map_or(revision, |h| h.revision());
+                let kvs = page.kvs();
+                records.extend(
+                    kvs.iter()
+                        .filter_map(|kv| record(&self.shared, &self.service, kv)),
+                );
+                match kvs.last() {
+                    // The next page starts just after the last key, at the
+                    // same revision, so the pages make one consistent view.
+                    Some(last) if page.more() => from = next_key(last.key()),
+                    _ => return Ok(Listing::new(revision_u64(revision), records)),
+                }
+            }
         })
     }
 
@@ -109,6 +141,17 @@ impl Source for Service {
             }) as Box<dyn Follow>)
         })
     }
+}
+
+/// Keys per page when listing: a large service is read in pages, so neither
+/// etcd nor the client holds one response of every record at once.
+const PAGE: i64 = 1_000;
+
+/// The key right after `key` in etcd's byte order.
+fn next_key(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
 }
 
 /// The record of `kv`, or `None` when the key is not an instance of

@@ -65,11 +65,11 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// An instance appeared.
-    Add(Instance),
+    Add(Arc<Instance>),
     /// An instance's record changed.
-    Update(Instance),
+    Update(Arc<Instance>),
     /// An instance disappeared; this is its last known record.
-    Remove(Instance),
+    Remove(Arc<Instance>),
 }
 
 /// A live view of one service; see the [module docs](self).

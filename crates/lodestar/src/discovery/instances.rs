@@ -224,16 +224,14 @@ fn diff_sorted(new: &[&Arc<Instance>], old: &[&Arc<Instance>]) -> Vec<Change> {
             (Some(a), Some(b)) => a.id.cmp(&b.id),
         };
         match order {
-            Ordering::Less => changes.extend(n.next().map(|a| Change::Add(Instance::clone(a)))),
-            Ordering::Greater => {
-                removed.extend(o.next().map(|b| Change::Remove(Instance::clone(b))))
-            }
+            Ordering::Less => changes.extend(n.next().map(|a| Change::Add(Arc::clone(a)))),
+            Ordering::Greater => removed.extend(o.next().map(|b| Change::Remove(Arc::clone(b)))),
             Ordering::Equal => {
                 let (Some(a), Some(b)) = (n.next(), o.next()) else {
                     break;
                 };
                 if !Arc::ptr_eq(a, b) && a != b {
-                    changes.push(Change::Update(Instance::clone(a)));
+                    changes.push(Change::Update(Arc::clone(a)));
                 }
             }
         }
