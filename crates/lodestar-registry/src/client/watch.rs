@@ -1,7 +1,7 @@
 //! Following one application: `fetch`, then long polls from the last
 //! `latest_timestamp`, kept going through every failure.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use lodestar::{Error, Snapshot, Watch, backoff::Backoff};
 use tokio::sync::watch;
@@ -126,6 +126,5 @@ async fn poll(shared: &Shared, service: &str, latest: i64) -> Result<Option<Fetc
     if reply.code() == Some(Code::NotModified) {
         return Ok(None);
     }
-    let mut changed: BTreeMap<String, Fetched> = shared.data(reply)?;
-    Ok(changed.remove(service))
+    shared.data(reply)
 }

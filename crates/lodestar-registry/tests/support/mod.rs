@@ -140,7 +140,7 @@ impl Node {
     /// does not answer reads (warming up).
     pub async fn hostnames(&self, appid: &str) -> Option<Vec<String>> {
         let (status, reply) = self
-            .get(&format!("/discovery/fetch?env=dev&appid={appid}"))
+            .get(&format!("/discovery/fetch?env=dev&appid={appid}&status=3"))
             .await;
         if status == 503 {
             return None;
