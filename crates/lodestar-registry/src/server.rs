@@ -133,12 +133,10 @@ impl Server {
     /// unless it is unspecified (`0.0.0.0`, `[::]`), which no client can
     /// reach: then `None`, and the node does not register itself.
     pub fn advertised(&self) -> io::Result<Option<String>> {
-        let bound = self.local_addr()?;
-        Ok(match &self.config.advertise {
-            Some(addr) => Some(addr.clone()),
-            None if bound.ip().is_unspecified() => None,
-            None => Some(bound.to_string()),
-        })
+        Ok(advertised(
+            self.config.advertise.as_deref(),
+            self.local_addr()?,
+        ))
     }
 
     /// Serves until `shutdown` resolves, then drains requests in flight.
@@ -193,6 +191,15 @@ impl Server {
             tracing::warn!("some peers did not get this node's last writes within {DRAIN:?}");
         }
         Ok(())
+    }
+}
+
+/// What a node bound at `bound` advertises; see [`Server::advertised`].
+fn advertised(configured: Option<&str>, bound: SocketAddr) -> Option<String> {
+    match configured {
+        Some(addr) => Some(addr.to_string()),
+        None if bound.ip().is_unspecified() => None,
+        None => Some(bound.to_string()),
     }
 }
 
@@ -282,5 +289,39 @@ impl Node {
     /// Ends the warm-up.
     pub(crate) fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_address_is_not_advertised() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(advertised(None, at("0.0.0.0:7171")), None);
+        assert_eq!(advertised(None, at("[::]:7171")), None);
+        assert_eq!(
+            advertised(None, at("127.0.0.1:7171")).as_deref(),
+            Some("127.0.0.1:7171")
+        );
+        assert_eq!(
+            advertised(Some("10.0.0.1:80"), at("0.0.0.0:7171")).as_deref(),
+            Some("10.0.0.1:80")
+        );
+    }
+
+    /// Idle connections stay open, so dead clients' must go by TCP
+    /// keep-alive, set on the listener and inherited by what it accepts.
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_keepalive() {
+        let server = Server::bind(Config::new(([127, 0, 0, 1], 0).into()))
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), server.listener.accept());
+        let (stream, _) = accepted.unwrap();
+        let socket = TcpSocket::from_std_stream(stream.into_std().unwrap());
+        assert!(socket.keepalive().unwrap());
     }
 }

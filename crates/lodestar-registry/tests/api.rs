@@ -443,3 +443,52 @@ async fn a_ttl_instance_goes_within_its_ttl_plus_a_second() {
     })
     .await;
 }
+
+/// discovery never closes idle keep-alive connections; Go clients reuse a
+/// pooled one every renew interval (30 s) and do not retry a POST they
+/// have written, so a node that closed idle connections at 30 s would race
+/// them. Paused time: the hold of 95 s passes at once.
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_outlives_the_renew_interval() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let node = start(|_| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let renew = "zone=z1&env=dev&appid=a&hostname=h";
+    for round in 0..3 {
+        let request = format!(
+            "POST /discovery/renew HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{renew}",
+            renew.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0; 4096];
+        while !complete(&response) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "round {round}: the node closed the connection");
+            response.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.contains(r#""code":-404"#), "{text}");
+        tokio::time::sleep(Duration::from_secs(95)).await;
+    }
+}
+
+/// Whether `raw` holds a whole response with a Content-Length body.
+fn complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>())
+        })
+        .and_then(Result::ok);
+    length.is_some_and(|n| body.len() >= n)
+}

@@ -2,6 +2,8 @@
 //! to talk discovery's API to them.
 #![allow(dead_code)] // each test file uses its own share of these helpers
 
+pub mod go;
+
 use std::{net::SocketAddr, time::Duration};
 
 use lodestar_registry::{
