@@ -303,3 +303,38 @@ async fn kratos_v2_parameters_in_the_query_of_a_post() {
             .any(|s| s.contains("/discovery/register?"))
     );
 }
+
+/// The Go client's rhythm: register, then a renew every 30 s on its pooled
+/// keep-alive connection, through several eviction rounds (90 s without a
+/// renew evicts). Paused time: the minutes pass at once.
+#[tokio::test(start_paused = true)]
+async fn renews_every_30_s_keep_an_instance_through_eviction_rounds() {
+    // No self-protection: one silent instance of two would turn it on.
+    let node = start(|c| c.protect_threshold = 0.0).await;
+    let mut client = GoClient::new(go_config(&[&node], "default", "go-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.register("echo", &["grpc://127.0.0.1:1"], "").await,
+        0
+    );
+    for round in 0..8 {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(client.renew("echo").await, 0, "renew {round}");
+    }
+    assert_eq!(node.hostnames("echo").await, Some(vec!["go-1".into()]));
+    // Its registry node renewed its own record all along too.
+    let (_, own) = node
+        .get("/discovery/fetch?env=dev&appid=infra.discovery&status=1")
+        .await;
+    assert_eq!(own["code"], 0, "{own}");
+
+    // Silent for longer than 90 s: evicted at the next round.
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    assert_eq!(node.hostnames("echo").await, Some(vec![]));
+    assert_eq!(
+        client.renew("echo").await,
+        -404,
+        "a renew answered -404 registers again"
+    );
+}
