@@ -166,22 +166,12 @@ impl Server {
             own.join(&node);
             tasks.spawn(own.keep(node.clone(), node.config.renew_interval))
         });
-        match &node.config.advertise {
-            Some(addr) => {
-                tracing::info!(addr = %self.listener.local_addr()?, advertised = %addr, zone = %node.config.zone, env = %node.config.env, "registry serving")
-            }
-            None => tracing::warn!(
-                addr = %self.listener.local_addr()?,
-                "registry serving, but not registered under infra.discovery: the address \
-                 listened on is unspecified; discovery's Go clients need --advertise host:port"
-            ),
-        }
+        announce(&node.config);
         let connections = accept(&self.listener, &node, shutdown).await;
         drop(self.listener);
-        // Renewing stops before the cancel, so it cannot register again.
         if let (Some(keeping), Some(own)) = (keeping, &own) {
-            keeping.abort();
             own.leave(&node);
+            keeping.abort();
         }
         // Held polls answer at once; other requests and the cancel's
         // replication get DRAIN.
@@ -191,6 +181,22 @@ impl Server {
             tracing::warn!("some peers did not get this node's last writes within {DRAIN:?}");
         }
         Ok(())
+    }
+}
+
+/// Logs what the node serves, and says when discovery's Go clients cannot
+/// find it.
+fn announce(config: &Config) {
+    match &config.advertise {
+        Some(advertised) => tracing::info!(
+            addr = %config.listen, %advertised, zone = %config.zone, env = %config.env,
+            "registry serving"
+        ),
+        None => tracing::warn!(
+            addr = %config.listen,
+            "registry serving, but not registered under infra.discovery: the address \
+             listened on is unspecified; discovery's Go clients need --advertise host:port"
+        ),
     }
 }
 

@@ -6,7 +6,10 @@
 //! their `New()` polls that application and blocks until it has instances,
 //! then uses the `http://` addresses in their zone as their node list.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use super::{Config, Node, peers::Write, store::AppKey};
 use crate::wire::{DISCOVERY_APPID, Instance, STATUS_UP};
@@ -16,6 +19,9 @@ use crate::wire::{DISCOVERY_APPID, Instance, STATUS_UP};
 pub(crate) struct Own {
     key: AppKey,
     record: Instance,
+    /// Whether the node has left: held across each renew, so a renew that
+    /// finds the record gone never registers it again after the cancel.
+    left: Arc<Mutex<bool>>,
 }
 
 // === impl Own ===
@@ -41,7 +47,11 @@ impl Own {
             env: record.env.clone(),
             appid: record.appid.clone(),
         };
-        Some(Self { key, record })
+        Some(Self {
+            key,
+            record,
+            left: Arc::new(Mutex::new(false)),
+        })
     }
 
     /// Registers the record here and at the peers.
@@ -66,6 +76,10 @@ impl Own {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
+            let left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+            if *left {
+                return;
+            }
             match node.store.renew(&self.key, &self.record.hostname, None) {
                 Ok(dirty) => node.peers.forward(&Write::Renew {
                     key: self.key.clone(),
@@ -83,8 +97,10 @@ impl Own {
         }
     }
 
-    /// Cancels the record here and at the peers.
+    /// Cancels the record here and at the peers, for good.
     pub(crate) fn leave(&self, node: &Node) {
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        *left = true;
         let hostname = &self.record.hostname;
         if let Ok(dirty) = node.store.cancel(&self.key, hostname, None) {
             node.peers.forward(&Write::Cancel {
