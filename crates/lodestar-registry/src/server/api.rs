@@ -365,7 +365,12 @@ async fn any_changed(mut waits: Vec<watch::Receiver<i64>>) {
 }
 
 async fn nodes(State(node): State<Arc<Node>>) -> Answer {
-    let addr = (node.config.advertise.clone()).unwrap_or_else(|| node.config.listen.to_string());
+    // Where clients reach it, not what it listens on (maybe 0.0.0.0).
+    let addr = node
+        .config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| node.config.listen.to_string());
     let mut list = vec![serde_json::json!({
         "addr": addr,
         "status": 0,
