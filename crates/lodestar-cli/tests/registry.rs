@@ -48,7 +48,13 @@ async fn register_get_ls_watch_on_the_built_in_registry() {
     assert_eq!(added["instance"]["metadata"]["color"], "blue");
     assert_eq!(ids(&url, "echo").await, ["a"]);
     let ls = run(&url, &["ls", "--json"]).await;
-    assert_eq!(ls.stdout.trim(), r#"{"instances":1,"service":"echo"}"#);
+    // The node's own record (infra.discovery) may be listed too.
+    let services: Vec<&str> = ls
+        .stdout
+        .lines()
+        .filter(|l| !l.contains(r#""service":"infra.discovery""#))
+        .collect();
+    assert_eq!(services, [r#"{"instances":1,"service":"echo"}"#]);
 
     signal(&register, "-TERM");
     assert!(register.wait().await.unwrap().success());
@@ -128,6 +134,8 @@ async fn the_built_in_registry_is_the_default_and_documented() {
         "--listen",
         "--peers",
         "--zone",
+        "--env",
+        "--advertise",
         "--renew-interval",
         "--evict-after",
         "--evict-every",
@@ -147,6 +155,9 @@ async fn bad_flags_and_a_busy_port_are_errors_not_panics() {
         &["registry", "--renew-interval", "0"],
         &["registry", "--evict-after", "-3"],
         &["registry", "--cross-zone-peers", "noequals"],
+        &["registry", "--advertise", "nope"],
+        &["registry", "--advertise", "http://h:7171"],
+        &["registry", "--advertise", "h:0"],
     ] {
         let out = run("memory:", args).await;
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
@@ -246,4 +257,155 @@ async fn balanced_calls_and_a_graceful_release_on_the_built_in_registry() {
         "a graceful release loses no call: {report}"
     );
     assert_eq!(ids(&url, "echo").await, ["b"]);
+}
+
+/// The records of `infra.discovery` a node has in `env`: (hostname, addrs, zone).
+async fn own_records(addr: &str, env: &str) -> Vec<(String, serde_json::Value, String)> {
+    let path = format!("/discovery/fetch?env={env}&appid=infra.discovery&status=3");
+    let reply = lodestar_test_support::http::get(addr, &path)
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut records: Vec<_> = reply["data"]["instances"]
+        .as_object()
+        .into_iter()
+        .flat_map(|zones| zones.values())
+        .flat_map(|list| list.as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (text("hostname"), r["addrs"].clone(), text("zone"))
+        })
+        .collect();
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    records
+}
+
+/// Every node registers itself under infra.discovery (where discovery's
+/// Go clients find their nodes) at its advertised address, in its zone and
+/// env; the record reaches the peers and is cancelled there at SIGTERM.
+#[tokio::test]
+async fn a_node_registers_itself_where_advertised_and_leaves_at_sigterm() {
+    let (a, b) = (free_port(), free_port());
+    let (addr_a, addr_b) = (format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}"));
+    let advertised = format!("localhost:{a}");
+    let (mut node_a, _, mut log_a) = registry_at(
+        &addr_a,
+        &[
+            "--peers",
+            &addr_b,
+            "--advertise",
+            &advertised,
+            "--zone",
+            "sh001",
+            "--env",
+            "prod",
+        ],
+    )
+    .await;
+    wait_for(
+        &mut log_a,
+        &format!("registered as http://{advertised} under infra.discovery (zone sh001, env prod)"),
+    )
+    .await;
+    let (_node_b, _, _log_b) = registry_at(&addr_b, &["--peers", &addr_a, "--env", "prod"]).await;
+    let expected = vec![
+        (
+            addr_b.clone(),
+            serde_json::json!([format!("http://{addr_b}")]),
+            "default".to_string(),
+        ),
+        (
+            advertised.clone(),
+            serde_json::json!([format!("http://{advertised}")]),
+            "sh001".to_string(),
+        ),
+    ];
+    eventually("both records at node b", PATIENCE, || async {
+        own_records(&addr_b, "prod").await == expected
+    })
+    .await;
+
+    signal(&node_a, "-TERM");
+    wait_for(&mut log_a, "SIGTERM: registry stopped").await;
+    assert!(node_a.wait().await.unwrap().success());
+    // It waited for its cancel to reach b before exiting.
+    assert_eq!(own_records(&addr_b, "prod").await, expected[..1]);
+}
+
+/// An operator's `set status=2` takes an instance out of a live balanced
+/// channel (discovery's way to drain an instance without killing it), and
+/// `status=1` puts it back.
+#[tokio::test]
+async fn set_status_2_takes_an_instance_out_of_a_balanced_channel() {
+    use lodestar::Discovery;
+    use lodestar_echo::{EchoRequest, echo_client::EchoClient};
+    use lodestar_registry::LodestarRegistry;
+    use lodestar_tonic::Channel;
+
+    let (_server, url, _log) = registry(&[]).await;
+    let (_a, mut log_a) = spawn_echo(&url, "a");
+    let (_b, mut log_b) = spawn_echo(&url, "b");
+    wait_for(&mut log_a, "serving echo/a").await;
+    wait_for(&mut log_b, "serving echo/b").await;
+
+    let registry = LodestarRegistry::connect(url.parse().unwrap())
+        .await
+        .unwrap();
+    let discovery: std::sync::Arc<dyn Discovery> = std::sync::Arc::new(registry);
+    let channel = Channel::builder(discovery, "echo")
+        .policy(lodestar::balance::BuiltinPolicy::RoundRobin)
+        .connect();
+    let client = EchoClient::new(channel);
+    // Who answers `n` calls.
+    let answered = |n: usize| {
+        let mut client = client.clone();
+        async move {
+            let mut who = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                let request = EchoRequest {
+                    message: "hi".into(),
+                    delay_ms: 0,
+                };
+                if let Ok(reply) = client.say(request).await {
+                    who.insert(reply.into_inner().instance);
+                }
+            }
+            who.into_iter().collect::<Vec<_>>()
+        }
+    };
+    eventually("a and b to answer", PATIENCE, || async {
+        answered(20).await == ["a", "b"]
+    })
+    .await;
+
+    let addr = url.trim_start_matches("lodestar://").to_string();
+    let set = |status: &str| {
+        let addr = addr.clone();
+        let form = format!("zone=default&env=dev&appid=echo&hostname=a&status={status}");
+        async move {
+            let reply = lodestar_test_support::http::request(
+                &addr,
+                "POST",
+                "/discovery/set",
+                form.as_bytes(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(reply.json().unwrap()["code"], 0);
+        }
+    };
+    set("2").await;
+    eventually("only b to answer", PATIENCE, || async {
+        answered(20).await == ["b"]
+    })
+    .await;
+    // And it stays out: a is still running, but takes no call.
+    assert_eq!(answered(100).await, ["b"]);
+
+    set("1").await;
+    eventually("a to answer again", PATIENCE, || async {
+        answered(20).await == ["a", "b"]
+    })
+    .await;
 }

@@ -117,18 +117,16 @@ async fn wake_up() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut samples = Vec::new();
     for round in 0..300 {
-        let url = format!("http://{addr_b}/discovery/poll?env=dev&appid=wake&latest_timestamp=");
-        let latest = match call(
-            &http,
-            Method::GET,
-            format!("{url}0&x={round}"),
-            String::new(),
-        )
-        .await
-        {
-            reply if reply.code == 0 => {
-                reply.data["wake"]["latest_timestamp"].as_i64().unwrap_or(0)
-            }
+        // What discovery's Go clients do: `polls`, which holds an
+        // application until it has an instance up (`poll` answers an unknown
+        // one -404 at once).
+        let url = format!(
+            "http://{addr_b}/discovery/polls?env=dev&hostname=bench&appid=wake&latest_timestamp="
+        );
+        let fetch =
+            format!("http://{addr_b}/discovery/fetch?env=dev&appid=wake&status=3&x={round}");
+        let latest = match call(&http, Method::GET, fetch, String::new()).await {
+            reply if reply.code == 0 => reply.data["latest_timestamp"].as_i64().unwrap_or(0),
             _ => 0,
         };
         let poller = {

@@ -3,9 +3,21 @@
 //! warm-up.
 //!
 //! [`Server::bind`] binds the listener; [`Server::serve`] runs the node until
-//! the shutdown future resolves, then lets requests in flight finish (held
-//! polls answer at once). Dropping the `serve` future stops everything at
-//! once, connections included: tests use that to "kill" a node.
+//! the shutdown future resolves, then cancels the node's own record, lets
+//! requests in flight finish (held polls answer at once) and the cancel
+//! reach the peers. Dropping the `serve` future stops everything at once,
+//! connections included: tests use that to "kill" a node.
+//!
+//! Like every discovery node, a node registers itself as an instance of
+//! [`DISCOVERY_APPID`](crate::wire::DISCOVERY_APPID) at its advertised
+//! address ([`Config::advertise`]): discovery's Go clients find their nodes
+//! that way.
+//!
+//! Idle keep-alive connections are never closed (discovery's are not): Go
+//! clients reuse a pooled connection every renew interval (30 s), and a
+//! server that closes idle connections near that age races them, and Go
+//! does not retry a POST it has written. Accepted connections get TCP
+//! keep-alives, so those of vanished clients still go.
 //!
 //! # Examples
 //!
@@ -28,6 +40,7 @@
 
 mod api;
 mod config;
+mod own;
 mod peers;
 mod store;
 
@@ -48,16 +61,17 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::{Semaphore, watch},
     task::JoinSet,
 };
 
 pub use config::Config;
 
-use self::{peers::Peers, store::Store};
+use self::{own::Own, peers::Peers, store::Store};
 
-/// How long requests in flight may take to finish after a shutdown.
+/// How long requests in flight may take to finish after a shutdown, and
+/// the node's cancel to reach its peers.
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// A bound registry node; see the [module docs](self).
@@ -81,12 +95,31 @@ pub(crate) struct Node {
     polls: Arc<Semaphore>,
 }
 
+/// The connections of a node, served until drained.
+struct Connections {
+    graceful: GracefulShutdown,
+    tasks: JoinSet<()>,
+}
+
 // === impl Server ===
 
 impl Server {
     /// Binds `config.listen` (port 0 picks a free port).
     pub async fn bind(config: Config) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let addr = config.listen;
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // What `TcpListener::bind` does on Unix: a restarted node rebinds
+        // at once.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        // Inherited by accepted connections: since idle ones are kept
+        // open, those of vanished clients must still end.
+        socket.set_keepalive(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
         Ok(Self { listener, config })
     }
 
@@ -95,11 +128,23 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The `host:port` this node registers itself with under
+    /// `infra.discovery`: [`Config::advertise`], else the address bound
+    /// unless it is unspecified (`0.0.0.0`, `[::]`), which no client can
+    /// reach: then `None`, and the node does not register itself.
+    pub fn advertised(&self) -> io::Result<Option<String>> {
+        Ok(advertised(
+            self.config.advertise.as_deref(),
+            self.local_addr()?,
+        ))
+    }
+
     /// Serves until `shutdown` resolves, then drains requests in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let mut config = self.config;
+        let mut config = self.config.clone();
         // Port 0 becomes the port bound, for `/discovery/nodes`.
         config.listen = self.listener.local_addr()?;
+        config.advertise = self.advertised()?;
         let config = Arc::new(config);
         let (stop_tx, stop) = watch::channel(false);
         let store = Arc::new(Store::new(config.clone()));
@@ -116,66 +161,114 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(evict(node.clone()));
         peers::spawn(&node, links, &mut tasks);
-        tracing::info!(addr = %self.listener.local_addr()?, zone = %node.config.zone, "registry serving");
-        accept(&self.listener, &node, shutdown, &stop_tx).await;
+        let own = Own::new(&node.config);
+        let keeping = own.clone().map(|own| {
+            own.join(&node);
+            tasks.spawn(own.keep(node.clone(), node.config.renew_interval))
+        });
+        announce(&node.config);
+        let connections = accept(&self.listener, &node, shutdown).await;
         drop(self.listener);
+        if let (Some(keeping), Some(own)) = (keeping, &own) {
+            own.leave(&node);
+            keeping.abort();
+        }
+        // Held polls answer at once; other requests and the cancel's
+        // replication get DRAIN.
+        stop_tx.send_replace(true);
+        let (_, flushed) = tokio::join!(connections.drain(), node.peers.flush(DRAIN));
+        if !flushed {
+            tracing::warn!("some peers did not get this node's last writes within {DRAIN:?}");
+        }
         Ok(())
     }
 }
 
-/// Accepts connections until `shutdown`, then drains them.
+/// Logs what the node serves, and says when discovery's Go clients cannot
+/// find it.
+fn announce(config: &Config) {
+    match &config.advertise {
+        Some(advertised) => tracing::info!(
+            addr = %config.listen, %advertised, zone = %config.zone, env = %config.env,
+            "registry serving"
+        ),
+        None => tracing::warn!(
+            addr = %config.listen,
+            "registry serving, but not registered under infra.discovery: the address \
+             listened on is unspecified; discovery's Go clients need --advertise host:port"
+        ),
+    }
+}
+
+/// What a node bound at `bound` advertises; see [`Server::advertised`].
+fn advertised(configured: Option<&str>, bound: SocketAddr) -> Option<String> {
+    match configured {
+        Some(addr) => Some(addr.to_string()),
+        None if bound.ip().is_unspecified() => None,
+        None => Some(bound.to_string()),
+    }
+}
+
+/// Accepts connections until `shutdown`.
 async fn accept(
     listener: &TcpListener,
     node: &Arc<Node>,
     shutdown: impl Future<Output = ()>,
-    stop: &watch::Sender<bool>,
-) {
+) -> Connections {
     let router = api::router(node.clone());
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
+    let mut connections = Connections {
+        graceful: GracefulShutdown::new(),
+        tasks: JoinSet::new(),
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve_connection(stream, &router, &graceful, &mut connections),
+                Ok((stream, _)) => connections.serve(stream, &router),
                 Err(e) => {
                     // Out of file descriptors, mostly: pause rather than spin.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = connections.tasks.join_next(), if !connections.tasks.is_empty() => {}
         }
     }
-    // Held polls answer at once; other requests get DRAIN to finish.
-    stop.send_replace(true);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still in flight after {DRAIN:?}; closing them");
-    }
+    connections
 }
 
-fn serve_connection(
-    stream: TcpStream,
-    router: &axum::Router,
-    graceful: &GracefulShutdown,
-    connections: &mut JoinSet<()>,
-) {
-    let _ = stream.set_nodelay(true);
-    let service = TowerToHyperService::new(router.clone());
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(stream), service);
-    let connection = graceful.watch(connection);
-    connections.spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+// === impl Connections ===
+
+impl Connections {
+    fn serve(&mut self, stream: TcpStream, router: &axum::Router) {
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        // hyper's header read timeout also runs while a keep-alive
+        // connection waits for its next request, closing idle connections
+        // at that age: none, as in discovery (see the module docs).
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = self.graceful.watch(connection);
+        self.tasks.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    /// Lets requests in flight finish, for DRAIN at most.
+    async fn drain(self) {
+        if tokio::time::timeout(DRAIN, self.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after {DRAIN:?}; closing them");
         }
-    });
+        drop(self.tasks);
+    }
 }
 
 /// The eviction loop: a tick every second at most.
@@ -202,5 +295,39 @@ impl Node {
     /// Ends the warm-up.
     pub(crate) fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_address_is_not_advertised() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(advertised(None, at("0.0.0.0:7171")), None);
+        assert_eq!(advertised(None, at("[::]:7171")), None);
+        assert_eq!(
+            advertised(None, at("127.0.0.1:7171")).as_deref(),
+            Some("127.0.0.1:7171")
+        );
+        assert_eq!(
+            advertised(Some("10.0.0.1:80"), at("0.0.0.0:7171")).as_deref(),
+            Some("10.0.0.1:80")
+        );
+    }
+
+    /// Idle connections stay open, so dead clients' must go by TCP
+    /// keep-alive, set on the listener and inherited by what it accepts.
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_keepalive() {
+        let server = Server::bind(Config::new(([127, 0, 0, 1], 0).into()))
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), server.listener.accept());
+        let (stream, _) = accepted.unwrap();
+        let socket = TcpSocket::from_std_stream(stream.into_std().unwrap());
+        assert!(socket.keepalive().unwrap());
     }
 }

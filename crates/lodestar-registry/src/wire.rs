@@ -37,6 +37,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::form::Form;
 
+/// The application every registry node registers itself under, with its
+/// `http://host:port` address: discovery's clients find their nodes by
+/// polling it (lodestar's `registry` nodes do the same as discovery's).
+pub const DISCOVERY_APPID: &str = "infra.discovery";
+
 /// The instance receives traffic.
 pub const STATUS_UP: u32 = 1;
 /// The instance is registered but takes no traffic.

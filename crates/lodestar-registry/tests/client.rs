@@ -7,7 +7,8 @@ mod support;
 
 use lodestar::{Discovery, Error, Instance, Registrar};
 use lodestar_registry::{ClientConfig, LodestarRegistry};
-use support::start;
+use lodestar_test_support::eventually;
+use support::{PATIENCE, start};
 
 fn echo(id: &str) -> Instance {
     Instance::new("echo", id)
@@ -37,7 +38,9 @@ async fn the_url_zone_fills_in_and_the_wire_keeps_the_top_level_colour() {
     seen.endpoints.sort();
     assert_eq!(seen, expected);
     // The wire record keeps discovery's top-level colour too.
-    let (_, fetched) = node.get("/discovery/fetch?env=dev&appid=echo").await;
+    let (_, fetched) = node
+        .get("/discovery/fetch?env=dev&appid=echo&status=3")
+        .await;
     assert_eq!(fetched["data"]["instances"]["z9"][0]["color"], "blue");
 }
 
@@ -63,4 +66,35 @@ async fn an_unreachable_registry_is_named() {
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+/// An operator's `set status=2` takes an instance out of the watch without
+/// killing it (discovery's way to drain one), and `status=1` puts it back.
+#[tokio::test]
+async fn set_status_2_takes_an_instance_out_of_the_watch() {
+    let node = start(|_| {}).await;
+    let registry = connect(&format!("{}?zone=z1", node.url())).await;
+    let _a = registry.register(echo("a")).await.unwrap();
+    let _b = registry.register(echo("b")).await.unwrap();
+    let watch = registry.watch("echo").await.unwrap();
+    eventually("a and b", PATIENCE, || async { watch.latest().len() == 2 }).await;
+
+    let set = |status: &str| format!("zone=z1&env=dev&appid=echo&hostname=b&status={status}");
+    assert_eq!(node.post("/discovery/set", &set("2")).await.1["code"], 0);
+    let only_a = || async {
+        let snapshot = watch.latest();
+        snapshot.len() == 1 && snapshot.instance("a").is_some()
+    };
+    eventually("b to leave the watch", PATIENCE, only_a).await;
+    assert_eq!(
+        registry.get("echo").await.unwrap().len(),
+        1,
+        "a fresh read too"
+    );
+
+    assert_eq!(node.post("/discovery/set", &set("1")).await.1["code"], 0);
+    eventually("b to be back", PATIENCE, || async {
+        watch.latest().len() == 2
+    })
+    .await;
 }

@@ -20,9 +20,15 @@ pub(crate) struct Args {
     /// Peers in other zones, ZONE=host:port, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "ZONE=HOST:PORT,...", value_parser = parse_zone_peer)]
     cross_zone_peers: Vec<(String, String)>,
-    /// This node's zone.
+    /// This node's zone (that of its own record under infra.discovery).
     #[arg(long, default_value = "default")]
     zone: String,
+    /// The environment of this node's own record under infra.discovery: that of discovery's Go clients (their DEPLOY_ENV).
+    #[arg(long, default_value = "dev")]
+    env: String,
+    /// Where clients reach this node: it registers itself as http://HOST:PORT under infra.discovery, where discovery's Go clients find their nodes. Default: the --listen address, unless it is 0.0.0.0 or [::] (then it does not register itself).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_advertise)]
+    advertise: Option<String>,
     /// How often clients are expected to renew, in seconds.
     #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_secs)]
     renew_interval: Duration,
@@ -58,6 +64,20 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `host:port` (a name, an IPv4 address or a bracketed IPv6 one), no scheme.
+fn parse_advertise(s: &str) -> Result<String, String> {
+    let bad = || format!("expected HOST:PORT (no scheme), got {s:?}");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = !host.is_empty()
+        && !host.contains('/')
+        && !host.chars().any(|c| c.is_whitespace() || c.is_control());
+    match port_ok && host_ok {
+        true => Ok(s.to_string()),
+        false => Err(bad()),
+    }
+}
+
 fn parse_zone_peer(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((zone, addr)) if !zone.is_empty() && addr.contains(':') => {
@@ -74,6 +94,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.peers = args.peers.into_iter().filter(|p| !p.is_empty()).collect();
     config.cross_zone_peers = args.cross_zone_peers;
     config.zone = args.zone;
+    config.env = args.env;
+    config.advertise = args.advertise;
     config.renew_interval = args.renew_interval;
     config.evict_after = args.evict_after;
     config.evict_every = args.evict_every;
@@ -83,6 +105,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.max_polls = args.max_polls;
     config.max_instances_per_app = args.max_instances_per_app;
     let peers = config.peers.len() + config.cross_zone_peers.len();
+    let (zone, env) = (config.zone.clone(), config.env.clone());
     let server = Server::bind(config)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -90,6 +113,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     errln!(
         "lodestar: registry listening on {addr} ({peers} peer(s)); clients use --registry lodestar://{addr}"
     );
+    match server.advertised()? {
+        Some(advertised) => errln!(
+            "lodestar: registered as http://{advertised} under infra.discovery (zone {}, env {})",
+            zone,
+            env
+        ),
+        None => errln!(
+            "lodestar: warning: not registered under infra.discovery: {addr} is no address a client can reach; discovery's Go clients need --advertise HOST:PORT"
+        ),
+    }
     let signal = std::sync::Arc::new(std::sync::Mutex::new(""));
     let seen = signal.clone();
     server

@@ -1,9 +1,21 @@
 //! The HTTP API, route by route, as bilibili discovery has it.
 //!
-//! Parameters come from the query string and from form bodies alike. Bad
-//! input is a `-400` naming the parameter, never a panic or a `-500`. Writes
-//! accepted from clients are forwarded to peers; writes marked
-//! `replication=true` are not forwarded again.
+//! Parameters come from the query string and from form bodies alike (Go's
+//! discovery clients send a form body, kratos v2's the query string of a
+//! POST). Bad input is a `-400` naming the parameter, never a panic or a
+//! `-500`. Writes accepted from clients are forwarded to peers; writes
+//! marked `replication=true` are not forwarded again.
+//!
+//! Where discovery's handlers differ from what one would guess, its code
+//! (`http/discovery.go`, `registry/registry.go`, `model/instance.go`) is
+//! followed: reads need a `status` mask, `fetchs` of unknown applications is
+//! an empty success, `polls` needs one `latest_timestamp` per `appid` while
+//! `poll` treats a mismatch as zeros, `poll` answers the application's
+//! instances themselves (not a map by appid) and an unknown one with
+//! `-404`, and `set` merges metadata and answers `-400` for an unknown
+//! hostname. Deliberate leniencies: `zone` is not required by `renew`,
+//! `cancel` and `set`, nor `hostname` by `poll`/`polls` (older lodestar
+//! clients send neither).
 
 use std::{collections::BTreeMap, pin::Pin, sync::Arc, task::Poll};
 
@@ -23,7 +35,7 @@ use tokio::{sync::watch, time::Instant};
 use super::{
     Node,
     peers::Write,
-    store::{AppKey, Changes, Polled, Refusal},
+    store::{AppKey, Changes, PollKind, Polled, Refusal},
 };
 use crate::{
     form::Params,
@@ -63,7 +75,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/discovery/fetchs", get(fetchs))
         .route("/discovery/fetch/all", get(fetch_all))
         .route("/discovery/poll", get(poll))
-        .route("/discovery/polls", get(poll))
+        .route("/discovery/polls", get(polls))
         .route("/discovery/nodes", get(nodes))
         .fallback(|| async { answer(Code::NotFound, "no such route", &Value::Null) })
         .with_state(node)
@@ -130,12 +142,17 @@ async fn cancel(State(node): State<Arc<Node>>, request: Request) -> Answer {
     Ok(done())
 }
 
-/// Sets status, colour or metadata of one or more hostnames; a list of
-/// values goes with the hostnames in order, a single value to all.
+/// Sets status, colour or metadata of one or more hostnames, all or none.
+/// As in discovery, `status` and `metadata` are either absent or given once
+/// per hostname, in order, and metadata is merged into what the instance
+/// has; `color` (a lodestar extension) goes to every hostname.
 async fn set(State(node): State<Arc<Node>>, request: Request) -> Answer {
     let params = params(&node, request).await?;
     let key = app_key(&params)?;
-    let hostnames: Vec<&str> = params.all("hostname").collect();
+    let hostnames = params
+        .all("hostname")
+        .map(|h| name("hostname", h))
+        .collect::<Result<Vec<_>, _>>()?;
     if hostnames.is_empty() {
         return Err(bad("missing hostname"));
     }
@@ -145,40 +162,42 @@ async fn set(State(node): State<Arc<Node>>, request: Request) -> Answer {
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = params
         .all("metadata")
-        .map(parse_metadata)
+        .map(parse_set_metadata)
         .collect::<Result<Vec<_>, _>>()?;
-    let color = params.get("color").map(str::to_string);
-    if statuses.is_empty() && metadata.is_empty() && color.is_none() {
-        return Err(bad("nothing to set: give status, color or metadata"));
-    }
-    let mut missing = Vec::new();
-    for (at, hostname) in hostnames.iter().enumerate() {
-        let changes = Changes {
-            status: pick(&statuses, at).copied(),
-            color: color.clone(),
-            metadata: pick(&metadata, at).cloned(),
-        };
-        match node.store.set(&key, hostname, changes) {
-            Ok(updated) if !is_replication(&params) => {
-                node.peers.forward(&Write::Register(Box::new(updated)));
-            }
-            Ok(_) => {}
-            Err(_) => missing.push(*hostname),
+    for (what, given) in [("status", statuses.len()), ("metadata", metadata.len())] {
+        if given != 0 && given != hostnames.len() {
+            return Err(bad(&format!(
+                "give one {what} per hostname ({} hostname(s), {given} {what})",
+                hostnames.len()
+            )));
         }
     }
-    match missing.is_empty() {
-        true => Ok(done()),
-        false => Err(Rejection::new(
-            Code::NotFound,
-            format!("no instance {missing:?}"),
-        )),
+    let color = params.get("color").map(str::to_string);
+    let changes = hostnames
+        .iter()
+        .enumerate()
+        .map(|(at, hostname)| {
+            let change = Changes {
+                status: statuses.get(at).copied(),
+                color: color.clone(),
+                metadata: metadata.get(at).cloned(),
+            };
+            (hostname.to_string(), change)
+        })
+        .collect();
+    // discovery answers an unknown hostname -400, not -404.
+    let updated = node.store.set(&key, changes).map_err(|missing| {
+        bad(&format!(
+            "no instance {missing:?} of {} in {}",
+            key.appid, key.env
+        ))
+    })?;
+    if !is_replication(&params) {
+        for instance in updated {
+            node.peers.forward(&Write::Register(Box::new(instance)));
+        }
     }
-}
-
-fn pick<T>(values: &[T], at: usize) -> Option<&T> {
-    values
-        .get(at)
-        .or_else(|| (values.len() == 1).then(|| &values[0]))
+    Ok(done())
 }
 
 async fn fetch(State(node): State<Arc<Node>>, request: Request) -> Answer {
@@ -192,9 +211,11 @@ async fn fetch(State(node): State<Arc<Node>>, request: Request) -> Answer {
     }
 }
 
+/// Several applications at once; the unknown ones are left out, and none
+/// known is an empty success, as in discovery.
 async fn fetchs(State(node): State<Arc<Node>>, request: Request) -> Answer {
     let params = read_params(&node, request).await?;
-    let env = required(&params, "env")?;
+    let env = name("env", required(&params, "env")?)?;
     if params.get("appid").is_none() {
         return Err(bad("missing appid"));
     }
@@ -210,10 +231,7 @@ async fn fetchs(State(node): State<Arc<Node>>, request: Request) -> Answer {
             found.insert(key.appid, fetched);
         }
     }
-    match found.is_empty() {
-        true => Err(not_found("any of these appids")),
-        false => Ok(ok(&found)),
-    }
+    Ok(ok(&found))
 }
 
 async fn fetch_all(State(node): State<Arc<Node>>, request: Request) -> Answer {
@@ -222,25 +240,64 @@ async fn fetch_all(State(node): State<Arc<Node>>, request: Request) -> Answer {
     Ok(ok(&node.store.fetch_all(env)))
 }
 
-/// `poll` and `polls`: answers at once with every application newer than
-/// the poller's `latest_timestamp`, else holds until one changes, the hold
-/// ends (`-304`) or the node shuts down (`-304`).
+/// `poll`: one application's instances (up ones, by zone) once they are
+/// newer than the poller's `latest_timestamp`, `-404` at once when the
+/// application is unknown, `-304` when the hold ends; see [`PollKind::One`].
 async fn poll(State(node): State<Arc<Node>>, request: Request) -> Answer {
     let params = read_params(&node, request).await?;
-    let wants = poll_wants(&params)?;
-    let Ok(_permit) = node.polls.clone().try_acquire_owned() else {
-        return Err(Rejection::new(
-            Code::Unavailable,
-            "too many polls held; retry later",
-        ));
-    };
+    let wants = poll_wants(&params, PollKind::One)?;
+    let first = wants[0].0.appid.clone();
+    let (mut changed, _) = hold(&node, &params, &wants, PollKind::One).await?;
+    Ok(ok(&changed.remove(&first)))
+}
+
+/// `polls`: every application newer than the poller's timestamp for it,
+/// by appid, with the unknown ones listed under `error`; `-304` when the
+/// hold ends. See [`PollKind::Many`].
+async fn polls(State(node): State<Arc<Node>>, request: Request) -> Answer {
+    let params = read_params(&node, request).await?;
+    let wants = poll_wants(&params, PollKind::Many)?;
+    let (changed, missing) = hold(&node, &params, &wants, PollKind::Many).await?;
+    let missing = (!missing.is_empty()).then_some(missing);
+    // discovery's shape: `error` maps a code to the appids it applies to.
+    let body = serde_json::json!({
+        "code": Code::Ok.value(),
+        "message": "0",
+        "data": changed,
+        "error": { Code::NotFound.value().to_string(): missing },
+    });
+    Ok(respond(StatusCode::OK, &body))
+}
+
+/// Answers at once when something is newer, else holds until something
+/// changes, the hold ends (`-304`) or the node shuts down (`-304`).
+async fn hold(
+    node: &Node,
+    params: &Params,
+    wants: &[(AppKey, i64)],
+    kind: PollKind,
+) -> Result<(BTreeMap<String, crate::wire::Fetched>, Vec<String>), Rejection> {
+    let zone = params.get("zone").filter(|z| !z.is_empty());
     let deadline = Instant::now() + node.config.poll_hold;
     let mut stop = node.stop.clone();
+    let mut permit = None;
     loop {
-        let waits = match node.store.poll(&wants) {
-            Polled::Ready(changed) => return Ok(ok(&changed)),
+        let waits = match node.store.poll(wants, zone, kind) {
+            Polled::Ready { changed, missing } => return Ok((changed, missing)),
+            Polled::Unknown(appid) => {
+                return Err(Rejection::new(Code::NotFound, format!("{appid} not found")));
+            }
             Polled::Wait(waits) => waits,
         };
+        if permit.is_none() {
+            let Ok(held) = node.polls.clone().try_acquire_owned() else {
+                return Err(Rejection::new(
+                    Code::Unavailable,
+                    "too many polls held; retry later",
+                ));
+            };
+            permit = Some(held);
+        }
         tokio::select! {
             () = any_changed(waits) => {}
             () = tokio::time::sleep_until(deadline) => break,
@@ -250,27 +307,46 @@ async fn poll(State(node): State<Arc<Node>>, request: Request) -> Answer {
     Err(Rejection::new(Code::NotModified, "not modified"))
 }
 
-/// The (application, last timestamp seen) pairs of a poll.
-fn poll_wants(params: &Params) -> Result<Vec<(AppKey, i64)>, Rejection> {
-    let env = required(params, "env")?;
-    let stamps = params
+/// The (application, last timestamp seen) pairs of a poll. `polls` needs
+/// one timestamp per appid; `poll` takes any mismatch as all zeros (both as
+/// discovery does).
+fn poll_wants(params: &Params, kind: PollKind) -> Result<Vec<(AppKey, i64)>, Rejection> {
+    let env = name("env", required(params, "env")?)?;
+    let appids = params
+        .all("appid")
+        .map(|a| name("appid", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if appids.is_empty() || appids.iter().any(|a| a.is_empty()) {
+        return Err(bad("missing appid"));
+    }
+    let mut stamps = params
         .all("latest_timestamp")
         .map(|t| {
             t.parse::<i64>()
-                .map_err(|_| bad("latest_timestamp is not a number"))
+                .map_err(|_| bad(&format!("latest_timestamp is not a number: {t:?}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut wants = Vec::new();
-    for (at, appid) in params.all("appid").enumerate() {
-        let key = AppKey {
-            env: env.to_string(),
-            appid: name("appid", appid)?.to_string(),
-        };
-        wants.push((key, pick(&stamps, at).copied().unwrap_or(0)));
+    if stamps.len() != appids.len() {
+        if kind == PollKind::Many {
+            return Err(bad(&format!(
+                "give one latest_timestamp per appid ({} appid(s), {} timestamp(s))",
+                appids.len(),
+                stamps.len()
+            )));
+        }
+        stamps = vec![0; appids.len()];
     }
-    if wants.is_empty() {
-        return Err(bad("missing appid"));
-    }
+    let wants = appids
+        .into_iter()
+        .zip(stamps)
+        .map(|(appid, seen)| {
+            let key = AppKey {
+                env: env.to_string(),
+                appid: appid.to_string(),
+            };
+            (key, seen)
+        })
+        .collect();
     Ok(wants)
 }
 
@@ -289,8 +365,14 @@ async fn any_changed(mut waits: Vec<watch::Receiver<i64>>) {
 }
 
 async fn nodes(State(node): State<Arc<Node>>) -> Answer {
+    // Where clients reach it, not what it listens on (maybe 0.0.0.0).
+    let addr = node
+        .config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| node.config.listen.to_string());
     let mut list = vec![serde_json::json!({
-        "addr": node.config.listen.to_string(),
+        "addr": addr,
         "status": 0,
         "zone": node.config.zone,
         // lodestar's additions, for operators and tests.
@@ -410,6 +492,17 @@ fn parse_metadata(text: &str) -> Result<BTreeMap<String, String>, Rejection> {
     Ok(metadata)
 }
 
+/// `set`'s metadata, strict as discovery's (a JSON object of strings,
+/// decoded into Go's `map[string]string`).
+fn parse_set_metadata(text: &str) -> Result<BTreeMap<String, String>, Rejection> {
+    match serde_json::from_str::<Option<BTreeMap<String, String>>>(text) {
+        Ok(metadata) => Ok(metadata.unwrap_or_default()),
+        Err(e) => Err(bad(&format!(
+            "metadata must be a JSON object of strings: {e}"
+        ))),
+    }
+}
+
 fn parse_ttl(params: &Params) -> Result<u64, Rejection> {
     match optional_number(params, "ttl")? {
         None => Ok(0),
@@ -418,14 +511,15 @@ fn parse_ttl(params: &Params) -> Result<u64, Rejection> {
     }
 }
 
-/// The status filter of a read: a mask, 1 up, 2 waiting, 3 both (default).
+/// The status filter of a read, required as in discovery: a bit mask, 1
+/// up, 2 waiting, 3 both (other bits match nothing).
 fn status_mask(params: &Params) -> Result<u32, Rejection> {
-    match params.get("status") {
-        None | Some("") => Ok(3),
-        Some(text) => match text.parse::<u32>() {
-            Ok(mask @ 1..=3) => Ok(mask),
-            _ => Err(bad(&format!("status must be 1, 2 or 3, not {text:?}"))),
-        },
+    let text = required(params, "status")?;
+    match text.parse::<u32>() {
+        Ok(mask) if mask > 0 => Ok(mask),
+        _ => Err(bad(&format!(
+            "status must be a bit mask (1 up, 2 waiting, 3 both), not {text:?}"
+        ))),
     }
 }
 
@@ -538,7 +632,12 @@ fn answer<T: Serialize>(code: Code, message: &str, data: &T) -> Response {
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
-    match serde_json::to_vec(&envelope) {
+    respond(status, &envelope)
+}
+
+/// A JSON response.
+fn respond<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "could not encode an answer");

@@ -9,8 +9,20 @@ use std::{net::SocketAddr, time::Duration};
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// This node's zone: reported by `/discovery/nodes`.
+    /// This node's zone: that of its own record (see `advertise`), and
+    /// reported by `/discovery/nodes`.
     pub zone: String,
+    /// The environment of the node's own record: discovery's Go clients
+    /// look for their nodes in their own environment (`DEPLOY_ENV`), so it
+    /// must be theirs (`dev`).
+    pub env: String,
+    /// `host:port` where clients reach this node. Every node registers
+    /// itself as an instance of `infra.discovery` with the address
+    /// `http://{advertise}` (and renews it, and cancels it at shutdown),
+    /// because discovery's Go clients find their nodes that way and wait
+    /// until they do. `None` advertises the address listened on, unless it
+    /// is unspecified (`0.0.0.0`): then the node does not register itself.
+    pub advertise: Option<String>,
     /// Peers in this zone (`host:port`), every write accepted from a client
     /// is forwarded to them.
     pub peers: Vec<String>,
@@ -55,6 +67,8 @@ impl Config {
         Self {
             listen,
             zone: "default".to_string(),
+            env: "dev".to_string(),
+            advertise: None,
             peers: Vec::new(),
             cross_zone_peers: Vec::new(),
             renew_interval: Duration::from_secs(30),

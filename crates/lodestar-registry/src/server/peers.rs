@@ -57,6 +57,8 @@ pub(crate) enum Write {
         hostname: String,
         dirty: i64,
     },
+    /// Not a write: acknowledged once the writes queued before it are sent.
+    Flush(mpsc::Sender<()>),
 }
 
 /// The queues to every peer.
@@ -108,6 +110,26 @@ impl Peers {
                 }
             }
         }
+    }
+
+    /// Waits until every write queued so far has reached every peer, for
+    /// `within` at most (a peer that is down gets them when it is back);
+    /// whether they all did.
+    pub(crate) async fn flush(&self, within: Duration) -> bool {
+        let (done, mut acks) = mpsc::channel(self.links.len().max(1));
+        let sent = async {
+            for link in &self.links {
+                // A closed queue (its sender gone) never acknowledges.
+                let _ = link.queue.send(Write::Flush(done.clone())).await;
+            }
+            drop(done);
+            let mut acked = 0;
+            while acks.recv().await.is_some() {
+                acked += 1;
+            }
+            acked == self.links.len()
+        };
+        tokio::time::timeout(within, sent).await.unwrap_or(false)
     }
 
     /// Each peer's address, zone and whether the last exchange succeeded.
@@ -198,6 +220,10 @@ impl Sender {
                 let form = replicated(key, hostname, *dirty);
                 let reply = self.post("/discovery/cancel", form).await?;
                 self.settle(reply)
+            }
+            Write::Flush(done) => {
+                let _ = done.try_send(());
+                Ok(())
             }
         }
     }

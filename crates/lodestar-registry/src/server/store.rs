@@ -16,6 +16,10 @@
 //! instances, chosen at random, so a burst of expiries drains over several
 //! rounds. An instance that asked for its own TTL chose lease semantics and
 //! is evicted once its TTL passes, protection or not.
+//!
+//! As in discovery, an application whose last instance leaves is gone: reads
+//! answer "not found" and polls of it are held until it is back, rather than
+//! answered with an empty view (see [`PollKind`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -27,7 +31,7 @@ use rand::seq::SliceRandom;
 use tokio::{sync::watch, time::Instant};
 
 use super::Config;
-use crate::wire::{Fetched, Instance};
+use crate::wire::{Fetched, Instance, STATUS_UP};
 
 /// An application in one environment.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,20 +51,45 @@ pub(crate) enum Refusal {
     TooMany,
 }
 
+/// Which endpoint a poll came through: they answer differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PollKind {
+    /// `/discovery/poll`: an application newer than the poller's timestamp
+    /// is answered even when no instance of it is up (a client that keeps
+    /// the timestamp it is given learns that its view emptied); an unknown
+    /// application, when it is the first one asked for, is answered
+    /// "not found" at once, as discovery does.
+    One,
+    /// `/discovery/polls`, what discovery's Go clients use: only views with
+    /// an instance up are answered. Those clients skip an empty answer
+    /// without keeping its timestamp and poll again at once, so an empty
+    /// view answered at once would have them spin; it is held instead, like
+    /// an unknown application.
+    Many,
+}
+
 /// The answer to a poll.
 #[derive(Debug)]
 pub(crate) enum Polled {
-    /// Applications with something newer than the poller has.
-    Ready(BTreeMap<String, Fetched>),
-    /// Nothing newer: wait for one of these to change.
+    /// Applications with something newer than the poller has (up instances
+    /// only, by zone), and the applications asked for that are unknown.
+    Ready {
+        changed: BTreeMap<String, Fetched>,
+        missing: Vec<String>,
+    },
+    /// [`PollKind::One`] only: the first application asked for is unknown.
+    Unknown(String),
+    /// Nothing to answer: wait for one of these to change.
     Wait(Vec<watch::Receiver<i64>>),
 }
 
-/// Changes to apply with [`Store::set`]; `None` leaves a field alone.
-#[derive(Debug, Default)]
+/// Changes to one instance with [`Store::set`]; `None` leaves a field
+/// alone.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Changes {
     pub(crate) status: Option<u32>,
     pub(crate) color: Option<String>,
+    /// Merged into the instance's metadata, as discovery's `set` does.
     pub(crate) metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -222,36 +251,29 @@ impl Store {
         Ok(removed.instance.dirty_timestamp)
     }
 
-    /// Changes status, colour or metadata of an instance; the new record.
+    /// Changes status, colour or metadata of instances, all or none: the
+    /// new records, or the first hostname the application does not have
+    /// (discovery stops at it, having changed those before it).
     pub(crate) fn set(
         &self,
         key: &AppKey,
-        hostname: &str,
-        changes: Changes,
-    ) -> Result<Instance, Refusal> {
+        changes: Vec<(String, Changes)>,
+    ) -> Result<Vec<Instance>, String> {
         let mut inner = self.lock();
         let now = inner.now();
-        let app = inner.apps.get_mut(key).ok_or(Refusal::NotFound)?;
-        let entry = app.entries.get_mut(hostname).ok_or(Refusal::NotFound)?;
-        let instance = &mut entry.instance;
-        if let Some(status) = changes.status {
-            if status != instance.status && status == crate::wire::STATUS_UP {
-                instance.up_timestamp = now;
+        let Some(app) = inner.apps.get_mut(key) else {
+            return Err(changes.into_iter().next().map(|c| c.0).unwrap_or_default());
+        };
+        if let Some((missing, _)) = changes.iter().find(|(h, _)| !app.entries.contains_key(h)) {
+            return Err(missing.clone());
+        }
+        let mut updated = Vec::with_capacity(changes.len());
+        for (hostname, change) in changes {
+            if let Some(entry) = app.entries.get_mut(&hostname) {
+                apply(&mut entry.instance, change, now);
+                updated.push(entry.instance.clone());
             }
-            instance.status = status;
         }
-        if let Some(metadata) = changes.metadata {
-            instance.metadata = metadata;
-            instance.color.clear();
-        }
-        if let Some(color) = changes.color {
-            instance.color = color;
-            instance.metadata.remove(lodestar::instance::COLOR);
-        }
-        instance.reconcile_color();
-        instance.dirty_timestamp = now;
-        instance.latest_timestamp = now;
-        let updated = instance.clone();
         app.touch(now);
         Ok(updated)
     }
@@ -263,26 +285,47 @@ impl Store {
         Some(entry.instance.clone())
     }
 
-    /// The instances of an application, filtered by zone and by status
-    /// (a bit mask: 1 up, 2 waiting, 3 both); `None` if it has none.
+    /// The instances of an application, filtered by zone and by status (a
+    /// bit mask: 1 up, 2 waiting, 3 both); `None` if it has none, or none
+    /// in that zone.
     pub(crate) fn fetch(&self, key: &AppKey, zone: Option<&str>, status: u32) -> Option<Fetched> {
-        let inner = self.lock();
-        let app = inner.apps.get(key).filter(|a| !a.entries.is_empty())?;
-        Some(app.fetched(zone, status))
+        self.lock().apps.get(key)?.fetched(zone, status)
     }
 
-    /// Applications (with the poller's timestamps) that changed since, or
-    /// what to wait on when none did.
-    pub(crate) fn poll(&self, wants: &[(AppKey, i64)]) -> Polled {
+    /// What a poll with these (application, last timestamp seen) pairs is
+    /// answered, or what to wait on; see [`PollKind`].
+    pub(crate) fn poll(
+        &self,
+        wants: &[(AppKey, i64)],
+        zone: Option<&str>,
+        kind: PollKind,
+    ) -> Polled {
         let mut inner = self.lock();
-        let mut ready = BTreeMap::new();
+        let mut changed = BTreeMap::new();
+        let mut missing = Vec::new();
         for (key, seen) in wants {
-            if let Some(app) = inner.apps.get(key).filter(|a| a.latest > *seen) {
-                ready.insert(key.appid.clone(), app.fetched(None, u32::MAX));
+            let Some(app) = inner.apps.get(key).filter(|a| !a.entries.is_empty()) else {
+                missing.push(key.appid.clone());
+                continue;
+            };
+            if app.latest <= *seen {
+                continue;
+            }
+            match app.fetched(zone, STATUS_UP) {
+                None => missing.push(key.appid.clone()),
+                Some(view) if kind == PollKind::Many && is_empty(&view) => {}
+                Some(view) => {
+                    changed.insert(key.appid.clone(), view);
+                }
             }
         }
-        if !ready.is_empty() {
-            return Polled::Ready(ready);
+        if let (PollKind::One, Some((first, _))) = (kind, wants.first()) {
+            if missing.first() == Some(&first.appid) {
+                return Polled::Unknown(first.appid.clone());
+            }
+        }
+        if !changed.is_empty() {
+            return Polled::Ready { changed, missing };
         }
         let waits = wants
             .iter()
@@ -348,6 +391,35 @@ impl Store {
         }
         evicted
     }
+}
+
+/// Applies one instance's [`Changes`] at `now`.
+fn apply(instance: &mut Instance, change: Changes, now: i64) {
+    if let Some(status) = change.status {
+        if status != instance.status && status == STATUS_UP {
+            instance.up_timestamp = now;
+        }
+        instance.status = status;
+    }
+    if let Some(metadata) = change.metadata {
+        // A colour in the metadata is the instance's colour.
+        if let Some(color) = metadata.get(lodestar::instance::COLOR) {
+            instance.color.clone_from(color);
+        }
+        instance.metadata.extend(metadata);
+    }
+    if let Some(color) = change.color {
+        instance.color = color;
+        instance.metadata.remove(lodestar::instance::COLOR);
+    }
+    instance.reconcile_color();
+    instance.dirty_timestamp = now;
+    instance.latest_timestamp = now;
+}
+
+/// Whether a view has no instance at all.
+fn is_empty(view: &Fetched) -> bool {
+    view.instances.values().all(Vec::is_empty)
 }
 
 fn key_of(instance: &Instance) -> AppKey {
@@ -470,21 +542,27 @@ impl App {
         self.changed.send_replace(now);
     }
 
-    fn fetched(&self, zone: Option<&str>, status: u32) -> Fetched {
+    /// The view of a fetch or a poll, as discovery builds it: every zone of
+    /// the application (or the one asked for) is listed, empty when the
+    /// status filter leaves nothing; `None` when the application has no
+    /// instance there at all.
+    fn fetched(&self, zone: Option<&str>, status: u32) -> Option<Fetched> {
         let mut fetched = Fetched {
             latest_timestamp: self.latest,
             ..Fetched::default()
         };
-        let wanted = self
+        let in_zone = self
             .entries
             .values()
             .map(|e| &e.instance)
-            .filter(|i| zone.is_none_or(|z| z == i.zone) && (i.status & status) != 0);
-        for instance in wanted {
+            .filter(|i| zone.is_none_or(|z| z == i.zone));
+        for instance in in_zone {
             let list = fetched.instances.entry(instance.zone.clone()).or_default();
-            list.push(instance.clone());
+            if instance.status & status != 0 {
+                list.push(instance.clone());
+            }
         }
-        fetched
+        (!fetched.instances.is_empty()).then_some(fetched)
     }
 }
 

@@ -2,6 +2,8 @@
 //! to talk discovery's API to them.
 #![allow(dead_code)] // each test file uses its own share of these helpers
 
+pub mod go;
+
 use std::{net::SocketAddr, time::Duration};
 
 use lodestar_registry::{
@@ -140,7 +142,7 @@ impl Node {
     /// does not answer reads (warming up).
     pub async fn hostnames(&self, appid: &str) -> Option<Vec<String>> {
         let (status, reply) = self
-            .get(&format!("/discovery/fetch?env=dev&appid={appid}"))
+            .get(&format!("/discovery/fetch?env=dev&appid={appid}&status=3"))
             .await;
         if status == 503 {
             return None;

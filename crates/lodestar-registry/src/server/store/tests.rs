@@ -93,6 +93,12 @@ async fn fetch_filters_by_zone_and_status() {
     assert_eq!(count(None, 2), 1);
     assert_eq!(count(Some("z2"), 3), 1);
     assert_eq!(count(Some("z9"), 3), 0);
+    assert!(store.fetch(&key("a"), Some("z9"), 3).is_none());
+    // Every zone is listed, empty when the status filter leaves nothing.
+    let up = store.fetch(&key("a"), None, 1).unwrap();
+    assert!(up.instances["z2"].is_empty());
+    assert_eq!(up.instances["z1"].len(), 1);
+    assert_eq!(count(None, 4), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -239,17 +245,80 @@ async fn replicated_writes_resolve_by_dirty_timestamp() {
 async fn polls_answer_at_once_or_wait_for_a_change() {
     let store = Store::new(config(|_| {}));
     let stored = store.register(inst("a", "h"), false).unwrap();
-    match store.poll(&[(key("a"), 0)]) {
-        Polled::Ready(apps) => assert_eq!(apps["a"].latest_timestamp, stored.latest_timestamp),
-        Polled::Wait(_) => panic!("a newer application should answer at once"),
+    for kind in [PollKind::One, PollKind::Many] {
+        match store.poll(&[(key("a"), 0)], None, kind) {
+            Polled::Ready { changed, missing } => {
+                assert_eq!(changed["a"].latest_timestamp, stored.latest_timestamp);
+                assert!(missing.is_empty());
+            }
+            other => panic!("a newer application should answer at once: {other:?}"),
+        }
     }
-    let waits = match store.poll(&[(key("a"), stored.latest_timestamp), (key("b"), 0)]) {
+    let wants = [(key("a"), stored.latest_timestamp), (key("b"), 0)];
+    let waits = match store.poll(&wants, None, PollKind::Many) {
         Polled::Wait(waits) => waits,
-        Polled::Ready(_) => panic!("nothing newer"),
+        other => panic!("nothing newer: {other:?}"),
     };
     let mut b = waits.into_iter().nth(1).unwrap();
     store.register(inst("b", "h"), false).unwrap();
     b.changed().await.unwrap();
+}
+
+/// discovery's Go clients skip an empty answer without keeping its
+/// timestamp: `polls` must not answer one at once, or they spin.
+#[tokio::test(start_paused = true)]
+async fn polls_hold_views_with_nothing_up_and_poll_answers_them() {
+    let store = Store::new(config(|_| {}));
+    let stored = store.register(inst("a", "h"), false).unwrap();
+    let down = Changes {
+        status: Some(crate::wire::STATUS_WAITING),
+        ..Changes::default()
+    };
+    store.set(&key("a"), vec![("h".into(), down)]).unwrap();
+    let seen = [(key("a"), stored.latest_timestamp)];
+    assert!(matches!(
+        store.poll(&seen, None, PollKind::Many),
+        Polled::Wait(_)
+    ));
+    match store.poll(&seen, None, PollKind::One) {
+        Polled::Ready { changed, .. } => assert!(changed["a"].instances["z1"].is_empty()),
+        other => panic!("poll tells a client that keeps timestamps: {other:?}"),
+    }
+
+    // The last instance leaves: the application is unknown.
+    store.cancel(&key("a"), "h", None).unwrap();
+    assert!(store.fetch(&key("a"), None, 3).is_none());
+    assert!(matches!(
+        store.poll(&seen, None, PollKind::Many),
+        Polled::Wait(_)
+    ));
+    assert!(matches!(
+        store.poll(&seen, None, PollKind::One),
+        Polled::Unknown(appid) if appid == "a"
+    ));
+    // Unknown ones are listed next to those answered.
+    store.register(inst("b", "h"), false).unwrap();
+    match store.poll(&[(key("b"), 0), (key("a"), 0)], None, PollKind::Many) {
+        Polled::Ready { changed, missing } => {
+            assert_eq!(changed.keys().collect::<Vec<_>>(), ["b"]);
+            assert_eq!(missing, ["a"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_in_a_zone_the_application_lacks_finds_nothing() {
+    let store = Store::new(config(|_| {}));
+    store.register(inst("a", "h"), false).unwrap();
+    assert!(matches!(
+        store.poll(&[(key("a"), 0)], Some("z9"), PollKind::One),
+        Polled::Unknown(_)
+    ));
+    assert!(matches!(
+        store.poll(&[(key("a"), 0)], Some("z1"), PollKind::One),
+        Polled::Ready { .. }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -261,16 +330,55 @@ async fn colour_and_status_are_set() {
         color: Some("red".into()),
         metadata: None,
     };
-    let updated = store.set(&key("a"), "h", changes).unwrap();
-    assert_eq!(updated.metadata["color"], "red");
-    assert_eq!(updated.color, "red");
-    assert!(updated.dirty_timestamp > stored.dirty_timestamp);
-    assert!(
+    let updated = store.set(&key("a"), vec![("h".into(), changes)]).unwrap();
+    assert_eq!(updated[0].metadata["color"], "red");
+    assert_eq!(updated[0].color, "red");
+    assert!(updated[0].dirty_timestamp > stored.dirty_timestamp);
+    // Listed, with nothing up.
+    assert!(store.fetch(&key("a"), None, 1).unwrap().instances["z1"].is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_merges_metadata_and_changes_all_or_none() {
+    let store = Store::new(config(|_| {}));
+    let mut first = inst("a", "h1");
+    first.metadata.insert("team".into(), "core".into());
+    store.register(first, false).unwrap();
+    store.register(inst("a", "h2"), false).unwrap();
+    let metadata = |pairs: &[(&str, &str)]| Changes {
+        metadata: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Changes::default()
+    };
+    let updated = store
+        .set(
+            &key("a"),
+            vec![("h1".into(), metadata(&[("weight", "5"), ("color", "blue")]))],
+        )
+        .unwrap();
+    assert_eq!(updated[0].metadata["team"], "core", "kept");
+    assert_eq!(updated[0].metadata["weight"], "5");
+    assert_eq!(updated[0].color, "blue");
+
+    let before = store.get(&key("a"), "h2").unwrap();
+    let refused = store.set(
+        &key("a"),
+        vec![
+            ("h2".into(), metadata(&[("k", "v")])),
+            ("ghost".into(), metadata(&[("k", "v")])),
+        ],
+    );
+    assert_eq!(refused.unwrap_err(), "ghost");
+    assert_eq!(store.get(&key("a"), "h2").unwrap(), before, "none changed");
+    assert_eq!(
         store
-            .fetch(&key("a"), None, 1)
-            .unwrap()
-            .instances
-            .is_empty()
+            .set(&key("nope"), vec![("h".into(), Changes::default())])
+            .unwrap_err(),
+        "h"
     );
 }
 
