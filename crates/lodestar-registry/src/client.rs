@@ -185,7 +185,13 @@ impl Discovery for LodestarRegistry {
             let apps: BTreeMap<String, Vec<serde_json::Value>> = self.shared.data(reply)?;
             Ok(apps
                 .into_iter()
-                .filter(|(appid, list)| !list.is_empty() && !appid.ends_with(SUBSCRIBERS))
+                // The registry's own nodes (`infra.discovery`) and subscriber
+                // records are bookkeeping, not services.
+                .filter(|(appid, list)| {
+                    !list.is_empty()
+                        && !appid.ends_with(SUBSCRIBERS)
+                        && appid != crate::wire::DISCOVERY_APPID
+                })
                 .map(|(appid, list)| (appid, list.len()))
                 .collect())
         })

@@ -26,7 +26,7 @@
 //! | [`registration_state_follows_the_handle`] | |
 //! | [`admin_deregister_removes_any_record_and_says_whether_there_was_one`] | |
 //! | [`a_live_owner_registers_again_after_an_admin_deregister`] | |
-//! | [`admin_deregister_leaves_the_owners_other_records_alone`] | |
+//! | [`admin_deregister_loses_none_of_the_owners_other_records`] | |
 //! | [`invalid_instances_are_refused`] | |
 //! | [`revisions_only_grow_across_changes`] | |
 //! | [`a_watch_is_latest_wins_after_a_burst`] | |
@@ -102,7 +102,7 @@ macro_rules! conformance_suite {
             registration_state_follows_the_handle,
             admin_deregister_removes_any_record_and_says_whether_there_was_one,
             a_live_owner_registers_again_after_an_admin_deregister,
-            admin_deregister_leaves_the_owners_other_records_alone,
+            admin_deregister_loses_none_of_the_owners_other_records,
             invalid_instances_are_refused,
             revisions_only_grow_across_changes,
             a_watch_is_latest_wins_after_a_burst,

@@ -45,6 +45,10 @@ pub struct MemoryRegistry {
 struct State {
     revision: u64,
     next_owner: u64,
+    /// owner token -> the record of a live registration, so that a record an
+    /// operator removed comes back, as a live owner puts it back on the
+    /// other backends.
+    live: HashMap<u64, Instance>,
     services: BTreeMap<String, Service>,
     watchers: HashMap<String, watch::Sender<Arc<Snapshot>>>,
     /// service -> client id -> subscriber
@@ -105,6 +109,7 @@ impl Registrar for MemoryRegistry {
                 let mut state = self.lock();
                 state.next_owner += 1;
                 let owner = state.next_owner;
+                state.live.insert(owner, instance.clone());
                 state.insert(instance.clone(), owner);
                 owner
             };
@@ -121,7 +126,17 @@ impl Registrar for MemoryRegistry {
     }
 
     fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
-        let removed = self.lock().remove(service, id, None);
+        let mut state = self.lock();
+        let owner = state
+            .services
+            .get(service)
+            .and_then(|s| s.owners.get(id).copied());
+        let removed = state.remove(service, id, None);
+        // A live owner notices at once and puts its record back.
+        if let Some((owner, instance)) = owner.and_then(|o| Some((o, state.live.get(&o)?.clone())))
+        {
+            state.insert(instance, owner);
+        }
         Box::pin(async move { Ok(removed) })
     }
 }
@@ -245,7 +260,9 @@ impl State {
 impl MemoryLease {
     fn remove(&self) {
         if let Some(shared) = self.registry.upgrade() {
-            lock(&shared).remove(&self.service, &self.id, Some(self.owner));
+            let mut state = lock(&shared);
+            state.live.remove(&self.owner);
+            state.remove(&self.service, &self.id, Some(self.owner));
         }
         self.state.send_replace(RegistrationState::Deregistered);
     }

@@ -35,8 +35,11 @@ pub trait Registrar: Send + Sync + fmt::Debug {
 
     /// Removes the record of `service`/`id`, whoever registered it; `false`
     /// if there was none. An owner that is still alive notices and registers
-    /// again; this is for cleaning up after a crash without waiting for the
-    /// TTL.
+    /// again (memory: at once; etcd: at once, since the owner's lease is
+    /// revoked, which takes its other records with it until it puts them
+    /// back; the built-in registry: at its next renew); this is for cleaning
+    /// up after a crash without waiting for the TTL. To take a live instance
+    /// out of traffic, an operator sets it down instead.
     fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>>;
 }
 

@@ -40,6 +40,17 @@ struct Poll {
     latest: i64,
     /// The node the timestamp came from.
     node: usize,
+    /// Whether the node has the application. A node deletes an application
+    /// whose last instance left; `poll` then answers `-404` at once, and
+    /// `polls` holds until the application is back.
+    known: bool,
+}
+
+/// What one long poll learnt.
+enum Polled {
+    Changed(Fetched),
+    NotModified,
+    Gone,
 }
 
 /// Fetches `service` and starts following it.
@@ -85,6 +96,7 @@ impl Source for App {
             service: self.service.clone(),
             latest: i64::try_from(after).unwrap_or(i64::MAX),
             node: self.shared.nodes.current(),
+            known: true,
         };
         Box::pin(async move { Ok(Box::new(poll) as Box<dyn Follow>) })
     }
@@ -116,13 +128,30 @@ impl Follow for Poll {
                 if self.shared.nodes.current() != self.node {
                     return Err(Interrupted::Gap("moved to another registry node".into()));
                 }
-                match self.poll().await {
-                    Ok(Some(fetched)) => {
+                let polled = if self.known {
+                    self.poll().await
+                } else {
+                    self.poll_absent().await
+                };
+                // A request fails over to the next node by itself: an answer
+                // from another node speaks of its own timestamps, and a
+                // `-404` there may only mean it has not had the application
+                // replicated yet. Fetch from the new node instead.
+                if self.shared.nodes.current() != self.node {
+                    return Err(Interrupted::Gap("moved to another registry node".into()));
+                }
+                match polled.map_err(Interrupted::Lost)? {
+                    Polled::Changed(fetched) => {
+                        self.known = true;
                         self.latest = fetched.latest_timestamp;
                         return Ok(Update::Reset(listing(&fetched)));
                     }
-                    Ok(None) => {}
-                    Err(e) => return Err(Interrupted::Lost(e)),
+                    Polled::NotModified => {}
+                    Polled::Gone => {
+                        self.known = false;
+                        let revision = u64::try_from(self.latest).unwrap_or_default();
+                        return Ok(Update::Reset(Listing::new(revision, Vec::new())));
+                    }
                 }
             }
         })
@@ -130,26 +159,43 @@ impl Follow for Poll {
 }
 
 impl Poll {
-    /// One long poll: the application when it changed, `None` when not.
-    async fn poll(&self) -> Result<Option<Fetched>, Error> {
-        let query = Form::new()
+    fn query(&self) -> String {
+        Form::new()
             .pair("appid", &self.service)
             .pair("env", &self.shared.config.env)
             .pair("latest_timestamp", &self.latest.to_string())
-            .finish();
-        // `polls` answers a map by appid (discovery's own clients use it).
-        let path = format!("/discovery/polls?{query}");
+            .finish()
+    }
+
+    /// One long poll of an application the node has: `poll` answers the
+    /// application's instances when it changed, `-404` when it was deleted
+    /// (its last instance left).
+    async fn poll(&self) -> Result<Polled, Error> {
+        let path = format!("/discovery/poll?{}", self.query());
+        let timeout = self.shared.config.request_timeout + POLL_HOLD;
+        let reply = self.shared.nodes.get(&path, timeout).await?;
+        match reply.code() {
+            Some(Code::NotModified) => Ok(Polled::NotModified),
+            Some(Code::NotFound) => Ok(Polled::Gone),
+            _ => self.shared.data(reply).map(Polled::Changed),
+        }
+    }
+
+    /// One long poll of an application the node does not have: `polls`
+    /// holds until it has an instance up again.
+    async fn poll_absent(&self) -> Result<Polled, Error> {
+        let path = format!("/discovery/polls?{}", self.query());
         let timeout = self.shared.config.request_timeout + POLL_HOLD;
         let reply = self.shared.nodes.get(&path, timeout).await?;
         if reply.code() == Some(Code::NotModified) {
-            return Ok(None);
+            return Ok(Polled::NotModified);
         }
         let mut changed: BTreeMap<String, Fetched> = self.shared.data(reply)?;
         // An answer without the application would make the next poll return
         // at once again: treat it as an error, so the driver backs off.
         changed
             .remove(&self.service)
-            .map(Some)
+            .map(Polled::Changed)
             .ok_or_else(|| Error::Request {
                 registry: self.shared.config.nodes.join(","),
                 source: format!("poll answered without application {:?}", self.service).into(),
