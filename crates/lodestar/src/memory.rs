@@ -35,6 +35,9 @@ use crate::{
     Subscriber, Subscription, Watch, discovery::Instances, registry::Lease,
 };
 
+/// How long a live owner takes to put back a record an operator removed.
+const OWNER_NOTICES: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// An in-process registry; see the [module docs](self).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryRegistry {
@@ -93,6 +96,23 @@ impl MemoryRegistry {
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.shared)
     }
+
+    /// A live owner notices a record an operator removed and puts it back,
+    /// shortly, as a keep-alive would on the other backends.
+    fn put_back_later(&self, owner: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = Arc::downgrade(&self.shared);
+        runtime.spawn(async move {
+            tokio::time::sleep(OWNER_NOTICES).await;
+            let Some(shared) = shared.upgrade() else { return };
+            let mut state = lock(&shared);
+            if let Some(instance) = state.live.get(&owner).cloned() {
+                state.insert(instance, owner);
+            }
+        });
+    }
 }
 
 /// A poisoned lock only means a panic elsewhere mid-update; the maps are
@@ -132,10 +152,9 @@ impl Registrar for MemoryRegistry {
             .get(service)
             .and_then(|s| s.owners.get(id).copied());
         let removed = state.remove(service, id, None);
-        // A live owner notices at once and puts its record back.
-        if let Some((owner, instance)) = owner.and_then(|o| Some((o, state.live.get(&o)?.clone())))
-        {
-            state.insert(instance, owner);
+        drop(state);
+        if let Some(owner) = owner {
+            self.put_back_later(owner);
         }
         Box::pin(async move { Ok(removed) })
     }
