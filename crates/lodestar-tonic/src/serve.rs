@@ -64,8 +64,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The instance to register is not valid, or no address can be advertised.
-    #[error("invalid instance: {0}")]
-    Instance(String),
+    #[error("cannot register the instance to serve")]
+    Instance(#[source] lodestar::Error),
     /// The first registration failed (the server was stopped again).
     #[error("registering {0}")]
     Register(String, #[source] lodestar::Error),
@@ -161,18 +161,18 @@ impl Builder {
         let host = match &self.advertise {
             Some(host) => host.clone(),
             None if local.ip().is_unspecified() => {
-                return Err(Error::Instance(format!(
+                return Err(Error::Instance(lodestar::Error::Config(format!(
                     "listening on {local}: set an advertise address clients can reach"
-                )));
+                ))));
             }
             None => local.ip().to_string(),
         };
         let endpoint = Endpoint::new("grpc", &host, local.port())
-            .map_err(|e| Error::Instance(e.to_string()))?;
+            .map_err(Error::Instance)?;
         self.instance.endpoints.insert(0, endpoint);
         self.instance
             .validate()
-            .map_err(|e| Error::Instance(e.to_string()))?;
+            .map_err(Error::Instance)?;
         let reporter = HealthReporter::new();
         reporter
             .set_service_status("", ServingStatus::NotServing)

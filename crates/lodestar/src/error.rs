@@ -59,3 +59,63 @@ pub enum Error {
     #[error("{0} is closed")]
     Closed(&'static str),
 }
+
+// === impl Error ===
+
+impl Error {
+    /// The record, endpoint or URL given is not valid: fix the input, do
+    /// not retry.
+    pub fn is_invalid(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidInstance(_) | Error::InvalidEndpoint { .. } | Error::Config(_)
+        )
+    }
+
+    /// The registry could not be reached at all (every address tried).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. })
+    }
+
+    /// The registry did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// The registry answered with an error, or a request failed part-way.
+    pub fn is_request(&self) -> bool {
+        matches!(self, Error::Request { .. })
+    }
+
+    /// The registration or watch was already shut down.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed(_))
+    }
+
+    /// Whether trying again later may succeed (unreachable, timed out, a
+    /// failed request), as opposed to bad input or a closed handle.
+    pub fn is_transient(&self) -> bool {
+        self.is_unreachable() || self.is_timeout() || self.is_request()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates_and_sources() {
+        let e = Error::Unreachable {
+            registry: "a:1,b:2".into(),
+            source: "connection refused".into(),
+        };
+        assert!(e.is_unreachable() && e.is_transient() && !e.is_invalid());
+        // The message prints its own level; the cause is the source.
+        assert_eq!(e.to_string(), "registry at a:1,b:2 is unreachable");
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("connection refused"));
+        let invalid = Error::InvalidInstance("id is empty".into());
+        assert!(invalid.is_invalid() && !invalid.is_transient());
+        assert!(Error::Closed("watch").is_closed());
+    }
+}
