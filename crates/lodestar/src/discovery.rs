@@ -138,8 +138,14 @@ impl Snapshot {
         &self.service
     }
 
-    /// The registry revision this snapshot reflects. It only grows within one
-    /// registry's life; a registry that lost its data may start again lower.
+    /// The version of the view this snapshot is. Within one [`Watch`] it
+    /// strictly grows with every snapshot yielded, on every backend: it is
+    /// the registry's own revision (etcd's revision, the built-in registry's
+    /// `latest_timestamp` in nanoseconds) for as long as that grows, and
+    /// carries on from the last one yielded when the registry's goes down
+    /// (etcd restarted without its data, a client that moved to another
+    /// registry node whose clock is behind). Compare revisions of one watch
+    /// only.
     pub fn revision(&self) -> u64 {
         self.revision
     }
