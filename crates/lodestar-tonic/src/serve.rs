@@ -167,12 +167,9 @@ impl Builder {
             }
             None => local.ip().to_string(),
         };
-        let endpoint = Endpoint::new("grpc", &host, local.port())
-            .map_err(Error::Instance)?;
+        let endpoint = Endpoint::new("grpc", &host, local.port()).map_err(Error::Instance)?;
         self.instance.endpoints.insert(0, endpoint);
-        self.instance
-            .validate()
-            .map_err(Error::Instance)?;
+        self.instance.validate().map_err(Error::Instance)?;
         let reporter = HealthReporter::new();
         reporter
             .set_service_status("", ServingStatus::NotServing)

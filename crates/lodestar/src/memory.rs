@@ -106,7 +106,9 @@ impl MemoryRegistry {
         let shared = Arc::downgrade(&self.shared);
         runtime.spawn(async move {
             tokio::time::sleep(OWNER_NOTICES).await;
-            let Some(shared) = shared.upgrade() else { return };
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
             let mut state = lock(&shared);
             if let Some(instance) = state.live.get(&owner).cloned() {
                 state.insert(instance, owner);
