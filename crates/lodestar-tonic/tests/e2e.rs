@@ -578,7 +578,11 @@ async fn the_serve_helper_registers_when_serving_and_deregisters_before_closing(
         .bind()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("advertise"), "{err}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        cause.as_deref().is_some_and(|c| c.contains("advertise")),
+        "{err}: {cause:?}"
+    );
 }
 
 async fn a_channel_records_itself_as_a_subscriber_while_it_lives(backend: Backend) {

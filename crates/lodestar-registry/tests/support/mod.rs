@@ -38,7 +38,7 @@ pub async fn start(tune: impl FnOnce(&mut Config)) -> Node {
 pub async fn start_at(addr: SocketAddr, tune: impl FnOnce(&mut Config)) -> Node {
     let mut config = config(addr);
     tune(&mut config);
-    let server = Server::bind(config).await.expect("bind");
+    let server = bind(config).await;
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(server.serve(async {
@@ -49,6 +49,22 @@ pub async fn start_at(addr: SocketAddr, tune: impl FnOnce(&mut Config)) -> Node 
         task,
         stop: Some(stop),
     }
+}
+
+/// Binds, retrying for a while when the port is in use: a node restarted on
+/// its port may find it taken for a moment as the local end of another
+/// test's outgoing connection (free ports come from the ephemeral range).
+async fn bind(config: Config) -> Server {
+    for _ in 0..50 {
+        match Server::bind(config.clone()).await {
+            Ok(server) => return server,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("bind {}: {e}", config.listen),
+        }
+    }
+    panic!("bind {}: still in use after 5 s", config.listen)
 }
 
 /// `n` nodes on free ports, each with the others as peers.

@@ -246,6 +246,11 @@ impl Listing {
     pub fn new(revision: u64, records: Vec<Record>) -> Self {
         Self { revision, records }
     }
+
+    /// Whether it holds no record at all.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
 }
 
 // === impl Record ===
