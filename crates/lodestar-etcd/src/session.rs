@@ -26,7 +26,7 @@ use std::{collections::BTreeMap, sync::atomic::Ordering, time::Duration};
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp};
 use lodestar::{
-    Error, RegistrationState,
+    Error, ErrorChain, RegistrationState,
     backoff::Backoff,
     registry::keepalive::{Backend, Driver, Failure},
 };
@@ -121,7 +121,7 @@ impl Session {
             }
         }
         if let Err(e) = self.revoke().await {
-            tracing::warn!(error = %error_chain(&e), "could not revoke the etcd lease on shutdown; it expires after its TTL");
+            tracing::warn!(error = %ErrorChain(&e), "could not revoke the etcd lease on shutdown; it expires after its TTL");
         }
     }
 
@@ -465,18 +465,6 @@ fn ttl_secs(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX)
 }
 
-/// An error and its sources on one line, for logs and state.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use lodestar_test_support::EtcdNode;
@@ -520,7 +508,9 @@ mod tests {
             unreachable!()
         };
         assert!(
-            error_chain(&e).ends_with("etcdserver: requested lease not found"),
+            ErrorChain(&e)
+                .to_string()
+                .ends_with("etcdserver: requested lease not found"),
             "{e:?}"
         );
     }

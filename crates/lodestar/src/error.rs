@@ -60,6 +60,23 @@ pub enum Error {
     Closed(&'static str),
 }
 
+/// An error and its sources on one line (`a: b: c`), for logs and states:
+/// `tracing::warn!(error = %ErrorChain(&e), ...)` or `.to_string()`.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 // === impl Error ===
 
 impl Error {

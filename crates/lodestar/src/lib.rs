@@ -59,7 +59,7 @@ pub mod subscriber;
 pub mod url;
 
 pub use discovery::{Change, Discovery, Snapshot, Watch};
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, ErrorChain};
 pub use instance::{Endpoint, Instance};
 pub use registry::{Registrar, Registration, RegistrationState, Registry};
 pub use subscriber::{Subscriber, Subscription};

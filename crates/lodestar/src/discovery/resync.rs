@@ -58,7 +58,9 @@ use std::{collections::HashMap, fmt, sync::Arc};
 
 use tokio::sync::watch;
 
-use crate::{BoxFuture, Error, Instance, Snapshot, Watch, backoff::Backoff, discovery::Instances};
+use crate::{
+    BoxFuture, Error, ErrorChain, Instance, Snapshot, Watch, backoff::Backoff, discovery::Instances,
+};
 
 /// A backend's requests for one service; see the [module docs](self).
 pub trait Source: Send + Sync + fmt::Debug + 'static {
@@ -435,21 +437,6 @@ impl View {
 
     fn warn(&self, what: &str, error: &Error) {
         tracing::warn!(service = %self.service, error = %ErrorChain(error), revision = self.revision, "{what}; keeping the last snapshot");
-    }
-}
-
-/// An error and its sources on one line.
-struct ErrorChain<'a>(&'a Error);
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 

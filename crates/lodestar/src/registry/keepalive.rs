@@ -103,7 +103,7 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-use crate::{Error, RegistrationState, backoff::Backoff};
+use crate::{Error, ErrorChain, RegistrationState, backoff::Backoff};
 
 /// Why a request to keep a registration alive failed.
 #[derive(Debug)]
@@ -214,7 +214,7 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Gone(e) | Self::Transient(e) => f.write_str(&error_chain(e)),
+            Self::Gone(e) | Self::Transient(e) => f.write_str(&ErrorChain(e).to_string()),
         }
     }
 }
@@ -301,7 +301,7 @@ impl<B: Backend> Driver<B> {
             }
             Err(failure) => {
                 let error = failure.into_error();
-                self.retry_later(None, error_chain(&error));
+                self.retry_later(None, ErrorChain(&error).to_string());
                 Err(error)
             }
         }
@@ -414,7 +414,7 @@ impl<B: Backend> Driver<B> {
             Some(mut lease) => match self.backend.resume(&mut lease).await {
                 Ok(()) => return self.up(lease),
                 Err(Failure::Transient(e)) => {
-                    return self.retry_later(Some(lease), error_chain(&e));
+                    return self.retry_later(Some(lease), ErrorChain(&e).to_string());
                 }
                 // Gone: put everything back within this same attempt.
                 Err(Failure::Gone(_)) => self.backend.establish().await,
@@ -487,18 +487,6 @@ fn publish_to(handle: &watch::Sender<RegistrationState>, state: &RegistrationSta
         }
         changed
     });
-}
-
-/// An error and its sources on one line, for logs and the published state.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
