@@ -2,8 +2,14 @@
 //! estimate, health and outlier state.
 //!
 //! One [`Load`] per instance id lives in the balancer's map and survives
-//! rebuilds, so a new snapshot never forgets what it learnt about the
+//! updates, so a new snapshot never forgets what it learnt about the
 //! endpoints that stay. Readers (the pick path) only load atomics.
+//!
+//! Besides the estimate, a load remembers when it was last picked: a
+//! candidate not picked for the force-pick interval is picked when drawn
+//! even if it costs more, and the latency of a pick after such a silence
+//! replaces the estimate instead of being averaged into it (see
+//! [`P2c`](crate::balance::P2c)).
 
 use std::{
     sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
@@ -25,6 +31,9 @@ pub(crate) struct Ewma {
 #[derive(Debug)]
 pub(crate) struct Load {
     in_flight: AtomicU32,
+    /// When it was last picked (clock nanoseconds); 0 if never. Next to
+    /// `in_flight`, which every pick writes anyway.
+    picked_at: AtomicU64,
     /// The RTT estimate in nanoseconds, as `f64` bits.
     rtt: AtomicU64,
     /// When `rtt` was last updated (clock nanoseconds).
@@ -58,6 +67,7 @@ impl Load {
     pub(crate) fn new(ewma: Ewma, now: u64) -> Self {
         Self {
             in_flight: AtomicU32::new(0),
+            picked_at: AtomicU64::new(0),
             rtt: AtomicU64::new(ewma.default_rtt.to_bits()),
             stamp: AtomicU64::new(now),
             tau: ewma.tau,
@@ -121,6 +131,36 @@ impl Load {
         self.stamp.store(now, Relaxed);
     }
 
+    /// Replaces the estimate with one sample: the first measurement after a
+    /// silence (see the module docs) says more about the endpoint now than
+    /// an estimate that could not be refreshed.
+    pub(crate) fn reset(&self, latency: u64, now: u64) {
+        self.rtt.store((latency as f64).to_bits(), Relaxed);
+        self.stamp.store(now, Relaxed);
+    }
+
+    /// Records a pick at `now`; true if it comes after a silence of at least
+    /// `silence` (or is the first), which makes it a probe.
+    /// `u64::MAX` means never (forced picks are off).
+    pub(crate) fn mark_picked(&self, now: u64, silence: u64) -> bool {
+        let last = self.picked_at.load(Relaxed);
+        // A plain store: two picks at once may both see the silence, which
+        // costs one extra probe; an atomic swap on every pick costs more.
+        self.picked_at.store(now, Relaxed);
+        overdue(last, now, silence)
+    }
+
+    /// Claims a forced pick: true if it was not picked for `silence` and no
+    /// concurrent pick claimed it first (go-zero's `forcePick` CAS).
+    pub(crate) fn claim_overdue(&self, now: u64, silence: u64) -> bool {
+        let last = self.picked_at.load(Relaxed);
+        overdue(last, now, silence)
+            && self
+                .picked_at
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+
     /// Whether the health checker says it serves.
     pub(crate) fn serving(&self) -> bool {
         self.serving.load(Relaxed)
@@ -148,6 +188,11 @@ impl Load {
     }
 }
 
+/// Whether a pick at `now` after one at `last` (0: never) ends a silence.
+fn overdue(last: u64, now: u64, silence: u64) -> bool {
+    silence != u64::MAX && (last == 0 || now.saturating_sub(last) >= silence)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +217,25 @@ mod tests {
         load.finish();
         load.finish();
         assert_eq!(load.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_probe_replaces_the_estimate() {
+        let load = load();
+        load.observe(500 * MS, 1);
+        load.reset(2 * MS, 1 + 1_000 * MS);
+        assert_eq!(load.rtt(1 + 1_000 * MS), 2.0 * MS as f64);
+    }
+
+    #[test]
+    fn picks_after_a_silence_are_probes_and_overdue_ones_are_claimed_once() {
+        let load = load();
+        assert!(load.mark_picked(10, 1_000), "the first pick");
+        assert!(!load.mark_picked(20, 1_000));
+        assert!(load.mark_picked(1_020, 1_000));
+        assert!(!load.claim_overdue(1_500, 1_000), "picked 480 ns ago");
+        assert!(load.claim_overdue(2_020, 1_000));
+        assert!(!load.claim_overdue(2_020, 1_000), "already claimed");
     }
 
     #[test]
