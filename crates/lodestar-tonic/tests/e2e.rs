@@ -364,7 +364,7 @@ async fn not_serving_instances_are_ejected_and_come_back(backend: Backend) {
 async fn no_instance_fails_after_the_first_snapshot_wait_with_a_clear_error(backend: Backend) {
     let registry = backend.registry();
     let channel = Channel::builder(registry.discovery.clone(), "nobody")
-        .first_snapshot_timeout(Duration::from_millis(300))
+        .ready_timeout(Duration::from_millis(300))
         .connect();
     let mut client = EchoClient::new(channel);
     let started = tokio::time::Instant::now();
