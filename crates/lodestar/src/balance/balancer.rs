@@ -250,8 +250,11 @@ impl Builder {
     /// The force-pick interval of [`P2c`](crate::balance::P2c): a candidate
     /// not picked for this long is picked the next time it is drawn, even if
     /// it costs more, and the latency of a pick after such a silence replaces
-    /// its estimate. 1 s by default (go-zero's; kratos uses 3 s);
-    /// `Duration::MAX` turns it off.
+    /// its estimate; so are a candidate's first three picks. 1 s by default
+    /// (go-zero's; kratos uses 3 s): shorter shares calls between equal
+    /// candidates sooner at low concurrency, but gives a slow candidate one
+    /// call per interval whatever the traffic. `Duration::MAX` turns forced
+    /// picks and probes off (tower's and Finagle's peak-EWMA).
     pub fn force_pick(mut self, interval: Duration) -> Self {
         self.force_pick = interval;
         self

@@ -117,8 +117,8 @@ impl<'a> Context<'a> {
 
     /// Whether the candidate at `index` is due a forced pick: it has not been
     /// picked for the balancer's force-pick interval
-    /// ([`Builder::force_pick`](crate::balance::Builder::force_pick)), or
-    /// never. A `true` claims it, so concurrent picks do not all force it
+    /// ([`Builder::force_pick`](crate::balance::Builder::force_pick)), or is
+    /// within its first few picks. A `true` claims it, so concurrent picks do not all force it
     /// (go-zero's `forcePick`, kratos' `forcePick`); the picker should then
     /// return `index`. Pick times are recorded for policies that
     /// [observe latency](crate::balance::Policy::observes_latency).

@@ -34,6 +34,8 @@ pub(crate) struct Load {
     /// When it was last picked (clock nanoseconds); 0 if never. Next to
     /// `in_flight`, which every pick writes anyway.
     picked_at: AtomicU64,
+    /// Picks so far, counted up to [`WARM_UP`] only.
+    picks: AtomicU32,
     /// The RTT estimate in nanoseconds, as `f64` bits.
     rtt: AtomicU64,
     /// When `rtt` was last updated (clock nanoseconds).
@@ -68,6 +70,7 @@ impl Load {
         Self {
             in_flight: AtomicU32::new(0),
             picked_at: AtomicU64::new(0),
+            picks: AtomicU32::new(0),
             rtt: AtomicU64::new(ewma.default_rtt.to_bits()),
             stamp: AtomicU64::new(now),
             tau: ewma.tau,
@@ -147,14 +150,28 @@ impl Load {
         // A plain store: two picks at once may both see the silence, which
         // costs one extra probe; an atomic swap on every pick costs more.
         self.picked_at.store(now, Relaxed);
-        overdue(last, now, silence)
+        let warming = silence != u64::MAX && self.warm_up();
+        warming || overdue(last, now, silence)
+    }
+
+    /// Counts a pick while warming up; true if it is one of the first
+    /// [`WARM_UP`]. A plain load and store, and only during warm-up: no
+    /// write on the pick path after it.
+    fn warm_up(&self) -> bool {
+        let picks = self.picks.load(Relaxed);
+        if picks >= WARM_UP {
+            return false;
+        }
+        self.picks.store(picks + 1, Relaxed);
+        true
     }
 
     /// Claims a forced pick: true if it was not picked for `silence` and no
     /// concurrent pick claimed it first (go-zero's `forcePick` CAS).
     pub(crate) fn claim_overdue(&self, now: u64, silence: u64) -> bool {
         let last = self.picked_at.load(Relaxed);
-        overdue(last, now, silence)
+        let warming = silence != u64::MAX && self.picks.load(Relaxed) < WARM_UP;
+        (warming || overdue(last, now, silence))
             && self
                 .picked_at
                 .compare_exchange(last, now, Relaxed, Relaxed)
@@ -187,6 +204,12 @@ impl Load {
         }
     }
 }
+
+/// The first picks of an endpoint are probes, and forced when drawn: the
+/// first call on a new connection is slower than the rest, and a cold
+/// sample alone would hold a healthy endpoint out until its next forced
+/// pick.
+const WARM_UP: u32 = 3;
 
 /// Whether a pick at `now` after one at `last` (0: never) ends a silence.
 fn overdue(last: u64, now: u64, silence: u64) -> bool {
@@ -228,14 +251,32 @@ mod tests {
     }
 
     #[test]
-    fn picks_after_a_silence_are_probes_and_overdue_ones_are_claimed_once() {
+    fn the_first_picks_and_picks_after_a_silence_are_probes() {
         let load = load();
-        assert!(load.mark_picked(10, 1_000), "the first pick");
-        assert!(!load.mark_picked(20, 1_000));
-        assert!(load.mark_picked(1_020, 1_000));
-        assert!(!load.claim_overdue(1_500, 1_000), "picked 480 ns ago");
-        assert!(load.claim_overdue(2_020, 1_000));
-        assert!(!load.claim_overdue(2_020, 1_000), "already claimed");
+        for (at, probe) in [(10, true), (20, true), (30, true), (40, false), (50, false)] {
+            assert_eq!(load.mark_picked(at, 1_000), probe, "pick at {at}");
+        }
+        assert!(load.mark_picked(1_050, 1_000), "after a silence");
+        assert!(!load.mark_picked(1_060, 1_000));
+    }
+
+    #[test]
+    fn overdue_ones_are_claimed_once() {
+        let load = load();
+        assert!(load.claim_overdue(5, 1_000), "never picked");
+        for at in [10, 20, 30] {
+            load.mark_picked(at, 1_000);
+        }
+        assert!(!load.claim_overdue(500, 1_000), "picked 470 ns ago");
+        assert!(load.claim_overdue(1_030, 1_000));
+        assert!(!load.claim_overdue(1_030, 1_000), "already claimed");
+    }
+
+    #[test]
+    fn with_forced_picks_off_nothing_is_a_probe_or_overdue() {
+        let load = load();
+        assert!(!load.claim_overdue(5, u64::MAX));
+        assert!(!load.mark_picked(10, u64::MAX));
     }
 
     #[test]

@@ -19,7 +19,15 @@
 //! then replaces the stale estimate rather than being averaged into it
 //! (kratos gets the same effect from a 600 ms decay window), so a healthy
 //! endpoint is back in the running after one call, and a slow one goes
-//! straight back out at the cost of one call per interval.
+//! straight back out at the cost of one call per interval. An endpoint's
+//! first three picks are such probes too, and forced when drawn: the first
+//! call on a new connection is slower than the rest, and a cold sample
+//! would otherwise hold a healthy endpoint out until its next forced pick.
+//!
+//! With calls one at a time, the preferred endpoint then changes at least
+//! once per interval, so two identical endpoints share calls evenly over a
+//! few intervals. A shorter interval shares sooner, but a slow endpoint
+//! gets one call per interval however little traffic there is.
 //!
 //! The decay window, the RTT a new endpoint starts from and the force-pick
 //! interval are [`Builder`](crate::balance::Builder) options.

@@ -183,6 +183,26 @@ async fn p2c_does_not_starve_an_identical_endpoint() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn cold_first_calls_do_not_hold_an_endpoint_out() {
+    // The first call on each connection is slow, one slower than the other;
+    // the warm-up probes replace both cold samples at once.
+    let b = builder("p2c").build(snap(ids(2)));
+    let cold = std::sync::Mutex::new(std::collections::HashSet::new());
+    let latency = |id: &str, _| {
+        if !cold.lock().unwrap().insert(id.to_string()) {
+            1_000
+        } else if id == "i00" {
+            5_000
+        } else {
+            8_000
+        }
+    };
+    // 300 calls, 0.3 s: well inside the first force-pick interval.
+    let counts = simulate(&b, 1, latency, 300).await;
+    assert!(share_of_busiest(&counts) <= 0.6, "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_forced_picks_one_slow_call_starves_an_endpoint() {
     // The behaviour forced picks fix: the same run with them off.
     let b = builder("p2c").force_pick(Duration::MAX).build(snap(ids(2)));
@@ -193,9 +213,10 @@ async fn without_forced_picks_one_slow_call_starves_an_endpoint() {
 #[tokio::test(start_paused = true)]
 async fn a_losing_endpoint_is_forced_once_per_interval() {
     let b = builder("p2c").build(snap(ids(2)));
-    // i00 is slow, i01 fast; both measured once.
+    // i00 is slow, i01 fast; both past their warm-up probes.
     let latency = |id: &str, _| if id == "i00" { 50_000 } else { 1_000 };
-    simulate(&b, 1, latency, 2).await;
+    let warm = simulate(&b, 1, latency, 6).await;
+    assert_eq!(warm.values().copied().collect::<Vec<_>>(), [3, 3]);
     let mut forced = Vec::new();
     for _ in 0..5 {
         // 1.5 s of 1 ms calls each round: i00 is due once per second.
