@@ -345,7 +345,7 @@ impl Shared {
         let members = set.members();
         let cx = Context::new(members, route.hash_key.as_deref(), self.env());
         let index = set.pick(&*self.policy, &cx);
-        let candidate = members[index].clone();
+        let candidate = cx.shared(index).clone();
         if !self.feedback.timed {
             return Ok(Pick::start(candidate, 0, false));
         }
@@ -462,31 +462,33 @@ impl Shared {
     fn apply(&self, state: &mut State, snapshot: &Snapshot) -> bool {
         state.table.set_service(snapshot.service());
         self.feedback.ejections.set_total(snapshot.len());
+        let now = self.feedback.clock.now();
         if state.snapshot.is_empty() {
             // Everything is new: no diff to compute, and the records are
             // shared with the snapshot rather than copied out of it.
+            state.entries.reserve(snapshot.len());
             for instance in snapshot.instances().iter() {
-                self.add(state, instance.clone());
+                self.add(state, instance.clone(), now);
             }
             return !snapshot.is_empty();
         }
         let changes = snapshot.changes(&state.snapshot);
-        for change in &changes {
-            self.change(state, change);
+        let changed = !changes.is_empty();
+        for change in changes {
+            self.change(state, change, now);
         }
-        !changes.is_empty()
+        changed
     }
 
-    fn change(&self, state: &mut State, change: &Change) {
+    fn change(&self, state: &mut State, change: Change, now: u64) {
         match change {
-            Change::Add(instance) => self.add(state, Arc::new(instance.clone())),
-            Change::Update(instance) => self.replace(state, Arc::new(instance.clone())),
+            Change::Add(instance) => self.add(state, Arc::new(instance), now),
+            Change::Update(instance) => self.replace(state, Arc::new(instance), now),
             Change::Remove(instance) => self.remove(state, &instance.id),
         }
     }
 
-    fn add(&self, state: &mut State, instance: Arc<Instance>) {
-        let now = self.feedback.clock.now();
+    fn add(&self, state: &mut State, instance: Arc<Instance>, now: u64) {
         let load = Arc::new(Load::new(self.ewma, now));
         load.set_serving(self.initial_health == Health::Serving);
         let in_rotation = !load.ejected(now);
@@ -505,9 +507,9 @@ impl Shared {
     }
 
     /// A changed record: a new candidate with the same load.
-    fn replace(&self, state: &mut State, instance: Arc<Instance>) {
+    fn replace(&self, state: &mut State, instance: Arc<Instance>, now: u64) {
         let Some(old) = state.entries.remove(&instance.id) else {
-            return self.add(state, instance);
+            return self.add(state, instance, now);
         };
         state.table.remove(&old.candidate, old.in_rotation);
         let candidate = self.candidate(instance, old.candidate.load.clone());

@@ -100,6 +100,16 @@ impl Candidates {
         self.len() == 0
     }
 
+    /// All candidates as one slice, when they fit in one chunk (sets of up
+    /// to 1,024): what the pick path indexes directly.
+    pub(crate) fn as_slice(&self) -> Option<&[Arc<Candidate>]> {
+        match self.chunks.as_slice() {
+            [only] => Some(only),
+            [] => Some(&[]),
+            _ => None,
+        }
+    }
+
     /// The candidate at `index`, if in range.
     pub fn get(&self, index: usize) -> Option<&Arc<Candidate>> {
         match self.chunks.as_slice() {
@@ -145,6 +155,9 @@ impl Candidates {
             self.push_chunk(vec![member]);
             return;
         }
+        if self.append(&member) {
+            return;
+        }
         let chunk = self.chunk_for(member.id());
         let members = Arc::make_mut(&mut self.chunks[chunk]);
         match members.binary_search_by(|m| m.id().cmp(member.id())) {
@@ -159,6 +172,26 @@ impl Candidates {
             self.chunks.insert(chunk + 1, Arc::new(upper));
         }
         self.reindex(chunk);
+    }
+
+    /// Appends `member` if it sorts after every member (a set filled in id
+    /// order, as from a first snapshot, never searches); false otherwise.
+    fn append(&mut self, member: &Arc<Candidate>) -> bool {
+        let Some(last) = self.chunks.last_mut() else {
+            return false;
+        };
+        if last.last().is_none_or(|m| m.id() >= member.id()) {
+            return false;
+        }
+        if last.len() >= CHUNK {
+            self.push_chunk(vec![member.clone()]);
+        } else {
+            Arc::make_mut(last).push(member.clone());
+            if let Some(end) = self.ends.last_mut() {
+                *end += 1;
+            }
+        }
+        true
     }
 
     /// Removes the member with this id; false if there is none.

@@ -3,7 +3,7 @@
 //! the shared draws (a random pair, a forced pick) more than one policy
 //! uses.
 
-use std::cell::Cell;
+use std::{cell::Cell, sync::Arc};
 
 use crate::{
     Instance,
@@ -17,6 +17,9 @@ use crate::{
 #[derive(Debug)]
 pub struct Context<'a> {
     candidates: &'a Candidates,
+    /// The same, as one slice when they fit one chunk: looked up once per
+    /// request rather than on every access.
+    flat: Option<&'a [Arc<Candidate>]>,
     hash_key: Option<&'a str>,
     rng: &'a Rng,
     clock: &'a Clock,
@@ -41,6 +44,7 @@ impl<'a> Context<'a> {
     pub(crate) fn new(candidates: &'a Candidates, hash_key: Option<&'a str>, env: Env<'a>) -> Self {
         Self {
             candidates,
+            flat: candidates.as_slice(),
             hash_key,
             rng: env.rng,
             clock: env.clock,
@@ -67,7 +71,15 @@ impl<'a> Context<'a> {
 
     /// The candidate at `index`; panics when out of range.
     pub fn candidate(&self, index: usize) -> &'a Candidate {
-        &self.candidates[index]
+        self.shared(index)
+    }
+
+    /// The candidate at `index`, shared; panics when out of range.
+    pub(crate) fn shared(&self, index: usize) -> &'a Arc<Candidate> {
+        match self.flat {
+            Some(flat) => &flat[index],
+            None => &self.candidates[index],
+        }
     }
 
     /// The instance at `index`; panics when out of range.

@@ -7,12 +7,13 @@
 //! the policies only ever see instances in rotation.
 //!
 //! A table changes one instance at a time ([`Table::insert`],
-//! [`Table::remove`], [`Table::rotate`]) and is published as a clone that
-//! shares every group it did not touch, so a change costs what it changed:
-//! the groups of one instance, each copying one chunk of its
-//! [`Candidates`]. Policy state (a Maglev table, a WRR cycle) is built per
-//! candidate set on its first pick, and only a set that changed builds it
-//! again.
+//! [`Table::remove`], [`Table::rotate`]) and is published as a clone: the
+//! groups are copied (a few pointers per chunk of their [`Candidates`]),
+//! the chunks and the policy state are shared. A change thus costs what it
+//! changed, the groups of one instance, each copying one chunk, and picks
+//! reach a set in as few pointer hops as a table rebuilt from scratch.
+//! Policy state (a Maglev table, a WRR cycle) is built per candidate set on
+//! its first pick, and only a set that changed builds it again.
 
 use std::{
     collections::HashMap,
@@ -28,8 +29,8 @@ pub(crate) struct Table {
     zone: Option<Arc<str>>,
     /// Instances, in rotation or not.
     len: usize,
-    any_version: Arc<Lanes>,
-    versions: HashMap<Arc<str>, Arc<Lanes>>,
+    any_version: Lanes,
+    versions: HashMap<Arc<str>, Lanes>,
     /// Earliest clock time an outlier ejection ends; `u64::MAX` if none.
     pub(crate) next_return: u64,
     /// Unique among all published tables of the process; see
@@ -39,8 +40,8 @@ pub(crate) struct Table {
 
 #[derive(Clone, Debug, Default)]
 struct Lanes {
-    base: Arc<Group>,
-    colors: HashMap<Arc<str>, Arc<Group>>,
+    base: Group,
+    colors: HashMap<Arc<str>, Group>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -52,10 +53,13 @@ struct Group {
 }
 
 /// Candidates one route resolves to, with the policy's picker for them.
-#[derive(Debug, Default)]
+///
+/// A clone (a published table) shares the picker; a change gives the set a
+/// new one.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct CandidateSet {
     members: Candidates,
-    picker: OnceLock<Box<dyn Picker>>,
+    picker: Arc<OnceLock<Box<dyn Picker>>>,
 }
 
 /// Where one instance goes in a group.
@@ -75,7 +79,7 @@ impl Table {
             service: service.into(),
             zone: zone.map(Into::into),
             len: 0,
-            any_version: Arc::default(),
+            any_version: Lanes::default(),
             versions: HashMap::new(),
             next_return: u64::MAX,
             generation: 0,
@@ -86,11 +90,12 @@ impl Table {
     pub(crate) fn insert(&mut self, candidate: &Arc<Candidate>, in_rotation: bool) {
         self.len += 1;
         let place = self.place(candidate, in_rotation);
-        Arc::make_mut(&mut self.any_version).add(place);
+        self.any_version.add(place);
         let version = candidate.instance().version.as_str();
         if !version.is_empty() {
-            let lanes = self.versions.entry(version.into()).or_default();
-            Arc::make_mut(lanes).add(place);
+            if let Some(lanes) = slot(&mut self.versions, version) {
+                lanes.add(place);
+            }
         }
     }
 
@@ -98,10 +103,9 @@ impl Table {
     pub(crate) fn remove(&mut self, candidate: &Arc<Candidate>, in_rotation: bool) {
         self.len = self.len.saturating_sub(1);
         let place = self.place(candidate, in_rotation);
-        Arc::make_mut(&mut self.any_version).take(place);
+        self.any_version.take(place);
         let version = candidate.instance().version.as_str();
         if let Some(lanes) = self.versions.get_mut(version) {
-            let lanes = Arc::make_mut(lanes);
             lanes.take(place);
             if lanes.is_empty() {
                 self.versions.remove(version);
@@ -150,27 +154,36 @@ impl Table {
     }
 }
 
+/// The value under `key`, inserted if missing; allocates the key only then
+/// (always `Some`).
+fn slot<'a, V: Default>(map: &'a mut HashMap<Arc<str>, V>, key: &str) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.into(), V::default());
+    }
+    map.get_mut(key)
+}
+
 // === impl Lanes ===
 
 impl Lanes {
     fn add(&mut self, place: Place<'_>) {
         match place.candidate.instance().color() {
-            None => Arc::make_mut(&mut self.base).add(place),
+            None => self.base.add(place),
             Some(color) => {
-                let group = self.colors.entry(color.into()).or_default();
-                Arc::make_mut(group).add(place);
+                if let Some(group) = slot(&mut self.colors, color) {
+                    group.add(place);
+                }
             }
         }
     }
 
     fn take(&mut self, place: Place<'_>) {
         match place.candidate.instance().color() {
-            None => Arc::make_mut(&mut self.base).take(place),
+            None => self.base.take(place),
             Some(color) => {
                 let Some(group) = self.colors.get_mut(color) else {
                     return;
                 };
-                let group = Arc::make_mut(group);
                 group.take(place);
                 if group.is_empty() {
                     self.colors.remove(color);
@@ -258,23 +271,21 @@ impl CandidateSet {
 
     fn insert(&mut self, candidate: &Arc<Candidate>) {
         self.members.insert(candidate.clone());
-        self.picker = OnceLock::new();
+        self.reset_picker();
     }
 
     fn remove(&mut self, id: &str) {
         if self.members.remove(id) {
-            self.picker = OnceLock::new();
+            self.reset_picker();
         }
     }
-}
 
-impl Clone for CandidateSet {
-    /// The same members; the picker is built again on the first pick, since
-    /// a set is cloned to be changed.
-    fn clone(&self) -> Self {
-        Self {
-            members: self.members.clone(),
-            picker: OnceLock::new(),
+    /// The members changed: the picker is built again on the next pick. A
+    /// published table keeps the one it shares.
+    fn reset_picker(&mut self) {
+        match Arc::get_mut(&mut self.picker) {
+            Some(picker) => drop(picker.take()),
+            None => self.picker = Arc::default(),
         }
     }
 }
