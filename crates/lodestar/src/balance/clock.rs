@@ -15,6 +15,10 @@ use std::{
 
 use tokio::time::Instant;
 
+/// The clock's first reading: smaller values are free to mean something
+/// else in the load state (0 is "never", a few more count warm-up picks).
+pub(crate) const START: u64 = 1 << 10;
+
 /// Nanoseconds since the balancer was built, on tokio's clock.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
@@ -48,10 +52,9 @@ impl Clock {
         }
     }
 
-    /// Nanoseconds since the origin, never 0 (0 means "never" in the load
-    /// state).
+    /// Nanoseconds since the origin, plus [`START`].
     pub(crate) fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.origin)).saturating_add(1)
+        nanos(Instant::now().saturating_duration_since(self.origin)).saturating_add(START)
     }
 }
 

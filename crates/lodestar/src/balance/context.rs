@@ -20,6 +20,7 @@ pub struct Context<'a> {
     /// The same, as one slice when they fit one chunk: looked up once per
     /// request rather than on every access.
     flat: Option<&'a [Arc<Candidate>]>,
+    len: usize,
     hash_key: Option<&'a str>,
     rng: &'a Rng,
     clock: &'a Clock,
@@ -45,6 +46,7 @@ impl<'a> Context<'a> {
         Self {
             candidates,
             flat: candidates.as_slice(),
+            len: candidates.len(),
             hash_key,
             rng: env.rng,
             clock: env.clock,
@@ -60,21 +62,24 @@ impl<'a> Context<'a> {
     }
 
     /// The number of candidates, at least 1.
+    #[inline]
     pub fn len(&self) -> usize {
-        self.candidates.len()
+        self.len
     }
 
     /// Always false: a picker is never asked to pick from nothing.
     pub fn is_empty(&self) -> bool {
-        self.candidates.is_empty()
+        self.len == 0
     }
 
     /// The candidate at `index`; panics when out of range.
+    #[inline]
     pub fn candidate(&self, index: usize) -> &'a Candidate {
         self.shared(index)
     }
 
     /// The candidate at `index`, shared; panics when out of range.
+    #[inline]
     pub(crate) fn shared(&self, index: usize) -> &'a Arc<Candidate> {
         match self.flat {
             Some(flat) => &flat[index],
@@ -93,6 +98,7 @@ impl<'a> Context<'a> {
     }
 
     /// A uniform random number in `0..bound`; `bound` must be positive.
+    #[inline]
     pub fn random(&self, bound: usize) -> usize {
         self.rng.below(bound)
     }
@@ -105,6 +111,7 @@ impl<'a> Context<'a> {
     /// Two distinct uniform random indices, for the "power of two choices"
     /// policies (Mitzenmacher, "The Power of Two Choices in Randomized Load
     /// Balancing", 2001); `(0, 0)` when there is a single candidate.
+    #[inline]
     pub fn pair(&self) -> (usize, usize) {
         let n = self.len();
         if n < 2 {
@@ -118,11 +125,13 @@ impl<'a> Context<'a> {
     /// The peak-EWMA cost of the candidate at `index`: its latency estimate
     /// (decayed since last measured, the default RTT if never measured)
     /// times its in-flight requests plus one. Lower is better.
+    #[inline]
     pub fn cost(&self, index: usize) -> f64 {
         self.candidate(index).load.cost(self.now())
     }
 
     /// Requests picked on the candidate at `index` and not yet completed.
+    #[inline]
     pub fn in_flight(&self, index: usize) -> u32 {
         self.candidate(index).load.in_flight()
     }
@@ -134,6 +143,7 @@ impl<'a> Context<'a> {
     /// (go-zero's `forcePick`, kratos' `forcePick`); the picker should then
     /// return `index`. Pick times are recorded for policies that
     /// [observe latency](crate::balance::Policy::observes_latency).
+    #[inline]
     pub fn force_pick(&self, index: usize) -> bool {
         let claimed = self
             .candidate(index)
@@ -151,6 +161,7 @@ impl<'a> Context<'a> {
     }
 
     /// The time, read once per request.
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
         if self.now.get() == 0 {
             self.now.set(self.clock.now());

@@ -28,22 +28,25 @@ pub(crate) struct Ewma {
 }
 
 /// The shared state of one endpoint.
+///
+/// Laid out by hand: what a pick reads or writes (the estimate, the
+/// in-flight count, the last pick) comes first and, with the alignment,
+/// fills one cache line of its own; what failures and health touch follows.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Load {
-    in_flight: AtomicU32,
-    /// When it was last picked (clock nanoseconds); 0 if never. Next to
-    /// `in_flight`, which every pick writes anyway.
-    picked_at: AtomicU64,
-    /// Picks so far, counted up to [`WARM_UP`] only.
-    picks: AtomicU32,
     /// The RTT estimate in nanoseconds, as `f64` bits.
     rtt: AtomicU64,
     /// When `rtt` was last updated (clock nanoseconds).
     stamp: AtomicU64,
     tau: f64,
+    /// When it was last picked (clock nanoseconds); below [`WARM_UP`], the
+    /// picks so far (0: never), as clock times are larger.
+    picked_at: AtomicU64,
+    in_flight: AtomicU32,
+    pub(crate) failures: AtomicU32,
     serving: AtomicBool,
     weight_warned: AtomicBool,
-    pub(crate) failures: AtomicU32,
     /// Clock nanoseconds until which outlier detection ejects it; 0 if not.
     pub(crate) ejected_until: AtomicU64,
     /// Ejections so far, multiplying the next ejection's length.
@@ -70,7 +73,6 @@ impl Load {
         Self {
             in_flight: AtomicU32::new(0),
             picked_at: AtomicU64::new(0),
-            picks: AtomicU32::new(0),
             rtt: AtomicU64::new(ewma.default_rtt.to_bits()),
             stamp: AtomicU64::new(now),
             tau: ewma.tau,
@@ -142,40 +144,36 @@ impl Load {
         self.stamp.store(now, Relaxed);
     }
 
-    /// Records a pick at `now`; true if it comes after a silence of at least
-    /// `silence` (or is the first), which makes it a probe.
-    /// `u64::MAX` means never (forced picks are off).
+    /// Records a pick at `now`; true if it is a probe: one of the first
+    /// [`WARM_UP`], or after a silence of at least `silence`. `u64::MAX`
+    /// turns probes off.
     pub(crate) fn mark_picked(&self, now: u64, silence: u64) -> bool {
-        let last = self.picked_at.load(Relaxed);
-        // A plain store: two picks at once may both see the silence, which
-        // costs one extra probe; an atomic swap on every pick costs more.
-        self.picked_at.store(now, Relaxed);
-        let warming = silence != u64::MAX && self.warm_up();
-        warming || overdue(last, now, silence)
-    }
-
-    /// Counts a pick while warming up; true if it is one of the first
-    /// [`WARM_UP`]. A plain load and store, and only during warm-up: no
-    /// write on the pick path after it.
-    fn warm_up(&self) -> bool {
-        let picks = self.picks.load(Relaxed);
-        if picks >= WARM_UP {
+        if silence == u64::MAX {
             return false;
         }
-        self.picks.store(picks + 1, Relaxed);
-        true
+        let last = self.picked_at.load(Relaxed);
+        let next = if last + 1 < WARM_UP { last + 1 } else { now };
+        // A plain store: two picks at once may both see the silence, which
+        // costs one extra probe; an atomic swap on every pick costs more.
+        self.picked_at.store(next, Relaxed);
+        last < WARM_UP || now.saturating_sub(last) >= silence
     }
 
-    /// Claims a forced pick: true if it was not picked for `silence` and no
-    /// concurrent pick claimed it first (go-zero's `forcePick` CAS).
+    /// Claims a forced pick: true if it is warming up, or was not picked for
+    /// `silence` and no concurrent pick claimed it first (go-zero's
+    /// `forcePick` CAS). A warm-up pick is not claimed: there are only
+    /// [`WARM_UP`] of them.
     pub(crate) fn claim_overdue(&self, now: u64, silence: u64) -> bool {
+        if silence == u64::MAX {
+            return false;
+        }
         let last = self.picked_at.load(Relaxed);
-        let warming = silence != u64::MAX && self.picks.load(Relaxed) < WARM_UP;
-        (warming || overdue(last, now, silence))
-            && self
-                .picked_at
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
+        last < WARM_UP
+            || (now.saturating_sub(last) >= silence
+                && self
+                    .picked_at
+                    .compare_exchange(last, now, Relaxed, Relaxed)
+                    .is_ok())
     }
 
     /// Whether the health checker says it serves.
@@ -208,13 +206,8 @@ impl Load {
 /// The first picks of an endpoint are probes, and forced when drawn: the
 /// first call on a new connection is slower than the rest, and a cold
 /// sample alone would hold a healthy endpoint out until its next forced
-/// pick.
-const WARM_UP: u32 = 3;
-
-/// Whether a pick at `now` after one at `last` (0: never) ends a silence.
-fn overdue(last: u64, now: u64, silence: u64) -> bool {
-    silence != u64::MAX && (last == 0 || now.saturating_sub(last) >= silence)
-}
+/// pick. Counted in `picked_at`, below the clock's [`START`](super::clock::START).
+const WARM_UP: u64 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -262,7 +262,7 @@ impl CandidateSet {
     /// Runs the policy: the index of the chosen candidate in `members`.
     pub(crate) fn pick(&self, policy: &dyn Policy, cx: &Context<'_>) -> usize {
         let picker = self.picker.get_or_init(|| policy.picker(&self.members));
-        picker.pick(cx) % self.members.len().max(1)
+        picker.pick(cx) % cx.len().max(1)
     }
 
     pub(crate) fn members(&self) -> &Candidates {
