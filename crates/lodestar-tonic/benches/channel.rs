@@ -8,11 +8,24 @@
 //!    lodestar round robin vs tonic's `balance_list`, and p2c with no slow
 //!    instance as the reference.
 //! 3. Failed calls during a rolling restart of the four at steady load.
+//! 4. `share`: p2c over two identical instances, the share of calls the
+//!    busier one takes: a fresh channel's first 300 calls one at a time (the
+//!    demo's case), then calls at concurrency 1 and 16. Three fresh
+//!    channels, so the spread of results shows; with the default force-pick
+//!    interval and with 250 ms.
+//! 5. `first-snapshot`: the time from `connect()` until picks see every
+//!    instance of a first snapshot of 1,000 and of 10,000 instances (each its
+//!    own connection; the servers run in a child process, as the two ends
+//!    of 10,000 connections exceed the usual 20,000 descriptors of one).
 //!
-//! `cargo bench -p lodestar-tonic --bench channel [-- SECONDS]` (default 3
-//! per measurement).
+//! `cargo bench -p lodestar-tonic --bench channel [-- SECTION... SECONDS]`:
+//! sections `throughput`, `slow`, `rolling`, `share`, `first-snapshot`
+//! (default: all); SECONDS per measurement (default 3).
 
 use std::{
+    collections::{BTreeMap, HashSet},
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -20,7 +33,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lodestar::{Instance, Registrar, balance::BuiltinPolicy, memory::MemoryRegistry};
+use lodestar::{
+    Instance, Registrar,
+    balance::{Balancer, BuiltinPolicy, Route},
+    memory::MemoryRegistry,
+};
 use lodestar_echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer};
 use lodestar_tonic::{Channel, serve};
 use tokio::sync::oneshot;
@@ -257,12 +274,219 @@ async fn rolling_restart(registry: &Arc<MemoryRegistry>) {
     }
 }
 
+/// Counts replies per instance of calls at `concurrency` for `time`.
+async fn spread(
+    client: &EchoClient<Channel>,
+    concurrency: usize,
+    time: Duration,
+) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + time;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut counts = BTreeMap::<String, u64>::new();
+                while Instant::now() < deadline {
+                    if let Ok(reply) = client.say(echo_request()).await {
+                        *counts.entry(reply.into_inner().instance).or_default() += 1;
+                    }
+                }
+                counts
+            })
+        })
+        .collect();
+    let mut counts = BTreeMap::new();
+    for task in tasks {
+        for (id, n) in task.await.expect("worker") {
+            *counts.entry(id).or_default() += n;
+        }
+    }
+    counts
+}
+
+fn echo_request() -> EchoRequest {
+    EchoRequest {
+        message: "x".into(),
+        delay_ms: 0,
+    }
+}
+
+/// The busier instance's share of the calls.
+fn busiest(counts: &BTreeMap<String, u64>) -> f64 {
+    let total: u64 = counts.values().sum();
+    counts.values().copied().max().unwrap_or(0) as f64 / total.max(1) as f64
+}
+
+async fn share(registry: &Arc<MemoryRegistry>, time: Duration) {
+    let servers = [
+        server(registry, "twins", "twin-0", Duration::ZERO).await,
+        server(registry, "twins", "twin-1", Duration::ZERO).await,
+    ];
+    share_with(registry, time, None).await;
+    share_with(registry, time, Some(Duration::from_millis(250))).await;
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+/// A p2c channel to the twins, with this force-pick interval if given.
+fn twins(registry: &Arc<MemoryRegistry>, force_pick: Option<Duration>) -> Channel {
+    let mut builder = Channel::builder(registry.clone(), "twins").policy(BuiltinPolicy::P2c);
+    if let Some(interval) = force_pick {
+        builder = builder.force_pick(interval);
+    }
+    builder.connect()
+}
+
+async fn share_with(registry: &Arc<MemoryRegistry>, time: Duration, force_pick: Option<Duration>) {
+    let (mut first, mut one, mut sixteen) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let client = EchoClient::new(twins(registry, force_pick));
+        let mut counts = BTreeMap::<String, u64>::new();
+        for _ in 0..300 {
+            if let Ok(reply) = client.clone().say(echo_request()).await {
+                *counts.entry(reply.into_inner().instance).or_default() += 1;
+            }
+        }
+        first.push(busiest(&counts));
+        one.push(busiest(&spread(&client, 1, time).await));
+        sixteen.push(busiest(&spread(&client, 16, time).await));
+    }
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "p2c over 2 identical instances, share of the busier (3 fresh channels): first 300 calls c=1: {} | c=1 for {time:?}: {} | c=16 for {time:?}: {}",
+        show(&first),
+        show(&one),
+        show(&sixteen)
+    );
+}
+
+/// Echo servers in a child process (this bench, run with `__serve`).
+struct Remote {
+    child: Child,
+    addresses: Vec<String>,
+}
+
+impl Remote {
+    fn start(servers: usize) -> Self {
+        let exe = std::env::current_exe().expect("bench path");
+        let mut child = Command::new(exe)
+            .args(["__serve", &servers.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("child servers");
+        let stdout = child.stdout.take().expect("stdout");
+        let addresses = BufReader::new(stdout)
+            .lines()
+            .take(servers)
+            .map(|line| line.expect("address"))
+            .collect();
+        Self { child, addresses }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child's side: `servers` echo servers, addresses on stdout, until
+/// stdin closes.
+fn serve_children(servers: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let registry = Arc::new(MemoryRegistry::new());
+        let mut running = Vec::new();
+        for i in 0..servers {
+            let s = server(&registry, "remote", &format!("remote-{i}"), Duration::ZERO).await;
+            println!("{}", s.address);
+            running.push(s);
+        }
+        let _ = std::io::stdout().flush();
+        // Until the parent goes.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
+        })
+        .await;
+    });
+}
+
+/// Whether `n` round-robin picks reach `n` distinct instances.
+fn sees_all(balancer: &Balancer, n: usize) -> bool {
+    let mut seen = HashSet::with_capacity(n);
+    for _ in 0..n {
+        let Ok(pick) = balancer.pick(&Route::new()) else {
+            return false;
+        };
+        seen.insert(pick.instance().id.clone());
+    }
+    seen.len() == n
+}
+
+async fn first_snapshot(sizes: &[usize]) {
+    let remote = Remote::start(4);
+    for &n in sizes {
+        let registry = Arc::new(MemoryRegistry::new());
+        let mut registrations = Vec::with_capacity(n);
+        for i in 0..n {
+            let address = &remote.addresses[i % remote.addresses.len()];
+            let instance = Instance::new("wide", format!("w{i:05}"))
+                .with_endpoint(format!("grpc://{address}").parse().expect("endpoint"));
+            registrations.push(registry.register(instance).await.expect("register"));
+        }
+        let start = Instant::now();
+        let channel = Channel::builder(registry.clone(), "wide")
+            .policy(BuiltinPolicy::RoundRobin)
+            .connect();
+        let limit = Duration::from_secs(600);
+        let mut seen = false;
+        while start.elapsed() < limit {
+            if sees_all(channel.balancer(), n) {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let elapsed = start.elapsed();
+        if seen {
+            println!("first snapshot of {n} instances: picks see all of them after {elapsed:.2?}");
+        } else {
+            println!("first snapshot of {n} instances: not all seen after {limit:?}");
+        }
+        drop(channel);
+        drop(registrations);
+        // Let the connections close before the next size.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3.0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__serve") {
+        let servers = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(4);
+        return serve_children(servers);
+    }
+    let secs: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3.0);
     let time = Duration::from_secs_f64(secs);
+    let named: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    let run = |section: &str| named.is_empty() || named.contains(&section);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -271,8 +495,20 @@ fn main() {
     runtime.block_on(async {
         let registry = Arc::new(MemoryRegistry::new());
         let _keep: &dyn Registrar = registry.as_ref();
-        throughput(&registry, time).await;
-        slow_instance(&registry, time).await;
-        rolling_restart(&registry).await;
+        if run("throughput") {
+            throughput(&registry, time).await;
+        }
+        if run("slow") {
+            slow_instance(&registry, time).await;
+        }
+        if run("rolling") {
+            rolling_restart(&registry).await;
+        }
+        if run("share") {
+            share(&registry, time).await;
+        }
+        if run("first-snapshot") {
+            first_snapshot(&[1_000, 10_000]).await;
+        }
     });
 }

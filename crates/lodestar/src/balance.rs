@@ -2,10 +2,11 @@
 //! for a request's [`Route`].
 //!
 //! A [`Balancer`] is built from a discovery [`Snapshot`](crate::Snapshot)
-//! and rebuilt from each new one ([`Balancer::update`]) without losing what
-//! it learnt about the endpoints that stay. It knows nothing of tonic or
-//! HTTP: the balanced gRPC channel, the HTTP gateway and the benches share
-//! it.
+//! and follows each new one ([`Balancer::update`]) by applying the
+//! differences, so a change costs what changed, and the endpoints that stay
+//! keep what it learnt about them. It knows nothing of tonic or HTTP: the
+//! balanced gRPC channel, the HTTP gateway and the benches share it. Its
+//! clock is tokio's, so tests pause and advance time.
 //!
 //! A pick runs the route through the filters, then the policy:
 //!
@@ -21,7 +22,7 @@
 //!    [`OutlierDetection`] ejected are skipped; if that leaves none,
 //!    [`Error::AllEjected`];
 //! 5. the **[`Policy`]**: [`RoundRobin`], [`Random`], [`Weighted`] (smooth
-//!    WRR), [`P2c`] (peak-EWMA), [`LeastRequest`], [`ConsistentHash`]
+//!    WRR), [`P2c`] (peak-EWMA, with forced picks), [`LeastRequest`], [`ConsistentHash`]
 //!    (Maglev, on [`HASH_KEY_HEADER`]), by name with [`BuiltinPolicy`], or
 //!    your own.
 //!
@@ -62,8 +63,7 @@
 //! Writing your own policy:
 //!
 //! ```
-//! use std::sync::Arc;
-//! use lodestar::balance::{Balancer, Candidate, Context, Picker, Policy, Route};
+//! use lodestar::balance::{Balancer, Candidates, Context, Picker, Policy, Route};
 //!
 //! /// Always the first instance in id order.
 //! #[derive(Debug)]
@@ -71,7 +71,7 @@
 //!
 //! impl Policy for First {
 //!     fn name(&self) -> &str { "first" }
-//!     fn picker(&self, _: &[Arc<Candidate>]) -> Box<dyn Picker> { Box::new(FirstPicker) }
+//!     fn picker(&self, _: &Candidates) -> Box<dyn Picker> { Box::new(FirstPicker) }
 //! }
 //!
 //! #[derive(Debug)]
@@ -91,9 +91,13 @@
 //! ```
 
 mod balancer;
+mod builtin;
 mod candidate;
 mod clock;
+mod completion;
+mod context;
 mod error;
+mod feedback;
 mod hash;
 mod least_request;
 mod load;
@@ -106,15 +110,17 @@ mod route;
 mod table;
 mod weighted;
 
-pub use balancer::{Balancer, Builder, Health, Pick};
-pub use candidate::Candidate;
-pub use clock::Clock;
+pub use balancer::{Balancer, Builder, Health};
+pub use builtin::BuiltinPolicy;
+pub use candidate::{Candidate, Candidates, CandidatesIter};
+pub use completion::Pick;
+pub use context::Context;
 pub use error::Error;
 pub use hash::ConsistentHash;
 pub use least_request::LeastRequest;
 pub use outlier::OutlierDetection;
 pub use p2c::P2c;
-pub use policy::{BuiltinPolicy, Context, Picker, Policy};
+pub use policy::{Picker, Policy};
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use route::{COLOR_HEADER, HASH_KEY_HEADER, Route, VERSION_HEADER};

@@ -6,6 +6,12 @@
 //! channel only ever sends on a connection that is up, which is what lets it
 //! retry a call that could not be sent: hyper hands such a request back.
 //!
+//! The connection and the instance's health are two states, kept apart
+//! ([`Status`]): connected or not, and SERVING, NOT_SERVING or not known
+//! yet. A health verdict belongs to the connection whose stream carried it,
+//! so a reconnect starts from "not known". The instance is usable when both
+//! say so; every change is a [`Notice`] to the pool.
+//!
 //! When the instance leaves the snapshot, the connector stops handing out
 //! the connection but keeps driving it until the calls in flight on it have
 //! finished (or a grace period passes), then closes it.
@@ -13,7 +19,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -23,7 +29,12 @@ use http::{Request, Response, Uri, uri::Authority};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lodestar::backoff::Backoff;
-use tokio::{net::TcpStream, sync::watch, task::AbortHandle, time::timeout};
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, watch},
+    task::AbortHandle,
+    time::timeout,
+};
 use tonic::body::Body;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -32,14 +43,29 @@ use tonic_health::pb::{
 /// How long a removed instance's connection may keep serving calls in flight.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
-/// Where the connector reports what it learns about its instance.
-pub(crate) trait Report: Send + Sync + 'static {
-    /// Connected, or health changed: whether the instance may take calls.
-    fn changed(&self, id: &str, usable: bool);
-
-    /// The first attempt is over: connected with a known health, or failed.
-    fn settled(&self, id: &str);
+/// What a connector tells the pool: something changed for one connection.
+#[derive(Debug)]
+pub(crate) struct Notice {
+    pub(crate) id: String,
+    /// Which connection of that id; a newer one replaces an older.
+    pub(crate) generation: u64,
+    pub(crate) kind: NoticeKind,
 }
+
+/// See [`Notice`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoticeKind {
+    /// The connection or the health changed: read [`Conn::usable`] again.
+    Changed,
+    /// The first attempt is over: connected with a known health, or failed.
+    Settled,
+    /// A call found no connection: the call path has taken the instance out
+    /// of rotation; the pool checks again whether it is usable.
+    Resync,
+}
+
+/// Source of connection generations, unique in the process.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Connector settings shared by every instance of a channel.
 #[derive(Clone, Debug)]
@@ -52,6 +78,7 @@ pub(crate) struct Settings {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) address: String,
+    pub(crate) generation: u64,
     authority: Authority,
     sender: watch::Receiver<Option<SendRequest<Body>>>,
     stop: watch::Sender<bool>,
@@ -60,34 +87,47 @@ pub(crate) struct Conn {
     health_check: bool,
 }
 
-/// Connected and (when checked) SERVING.
+/// The connection and the instance's health, kept apart.
 #[derive(Debug, Default)]
 struct Status {
     connected: AtomicBool,
-    serving: AtomicBool,
+    /// A [`Health`], as its discriminant.
+    health: AtomicU8,
+}
+
+/// The instance's own verdict, from `grpc.health.v1.Health/Watch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Health {
+    Unknown = 0,
+    Serving = 1,
+    NotServing = 2,
 }
 
 // === impl Conn ===
 
 impl Conn {
-    /// Starts connecting to `address` (`host:port`) in the background.
+    /// Starts connecting to `address` (`host:port`) in the background;
+    /// changes are noticed on `notices`.
     pub(crate) fn spawn(
         id: String,
         address: String,
         settings: Settings,
-        report: Arc<dyn Report>,
+        notices: mpsc::UnboundedSender<Notice>,
     ) -> Result<Self, http::Error> {
         let authority: Authority = address.parse().map_err(http::Error::from)?;
+        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
         let (sender_tx, sender) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
         let status: Arc<Status> = Arc::default();
         let health_check = settings.health_check;
         let connector = Connector {
             id,
+            generation,
             address: address.clone(),
             authority: authority.clone(),
             settings,
-            report,
+            notices,
             sender: sender_tx,
             stop: stop_rx,
             status: status.clone(),
@@ -96,6 +136,7 @@ impl Conn {
         let task = tokio::spawn(connector.run()).abort_handle();
         Ok(Self {
             address,
+            generation,
             authority,
             sender,
             stop,
@@ -111,10 +152,10 @@ impl Conn {
         self.sender.borrow().clone().filter(|s| !s.is_closed())
     }
 
-    /// Whether the instance may take calls: connected and, when health is
-    /// checked, SERVING.
+    /// Whether the instance may take calls: connected (and the connection
+    /// not closed) and, when health is checked, SERVING.
     pub(crate) fn usable(&self) -> bool {
-        self.status.usable(self.health_check)
+        self.status.usable(self.health_check) && self.sender().is_some()
     }
 
     /// Points a request at this instance.
@@ -151,10 +192,11 @@ fn with_authority(uri: &Uri, authority: &Authority) -> Uri {
 /// The task behind a [`Conn`].
 struct Connector {
     id: String,
+    generation: u64,
     address: String,
     authority: Authority,
     settings: Settings,
-    report: Arc<dyn Report>,
+    notices: mpsc::UnboundedSender<Notice>,
     sender: watch::Sender<Option<SendRequest<Body>>>,
     stop: watch::Receiver<bool>,
     status: Arc<Status>,
@@ -165,7 +207,7 @@ struct Connector {
 
 impl Connector {
     async fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut backoff = Backoff::connect();
         while !*self.stop.borrow() {
             match self.connect().await {
                 Ok((send, connection)) => {
@@ -242,6 +284,8 @@ impl Connector {
         };
         self.sender.send_replace(None);
         self.status.connected.store(false, Ordering::Relaxed);
+        // The verdict came over this connection; the next one asks again.
+        self.status.set_health(Health::Unknown);
         self.publish();
         self.settle();
         if retired {
@@ -253,13 +297,21 @@ impl Connector {
 
     fn settle(&self) {
         if !self.settled.swap(true, Ordering::Relaxed) {
-            self.report.settled(&self.id);
+            self.notify(NoticeKind::Settled);
         }
     }
 
     fn publish(&self) {
-        let usable = self.status.usable(self.settings.health_check);
-        self.report.changed(&self.id, usable);
+        self.notify(NoticeKind::Changed);
+    }
+
+    fn notify(&self, kind: NoticeKind) {
+        // The pool is gone only when the channel is: nothing to tell.
+        let _ = self.notices.send(Notice {
+            id: self.id.clone(),
+            generation: self.generation,
+            kind,
+        });
     }
 
     /// Follows `grpc.health.v1.Health/Watch` for the whole server ("");
@@ -267,7 +319,7 @@ impl Connector {
     /// service counts as serving.
     async fn watch_health(&self, send: SendRequest<Body>) {
         if !self.settings.health_check {
-            self.status.serving.store(true, Ordering::Relaxed);
+            self.status.set_health(Health::Serving);
             self.publish();
             self.settle();
             return std::future::pending().await;
@@ -276,17 +328,22 @@ impl Connector {
             send,
             authority: self.authority.clone(),
         });
+        let mut backoff = Backoff::connect();
         loop {
             let request = HealthCheckRequest {
                 service: String::new(),
             };
             match client.watch(request).await {
                 Ok(response) => {
+                    backoff.reset();
                     let mut stream = response.into_inner();
                     while let Ok(Some(message)) = stream.message().await {
-                        let serving = message.status() == ServingStatus::Serving;
-                        let was = self.status.serving.swap(serving, Ordering::Relaxed);
-                        if was && !serving {
+                        let health = match message.status() {
+                            ServingStatus::Serving => Health::Serving,
+                            _ => Health::NotServing,
+                        };
+                        let was = self.status.set_health(health);
+                        if was == Health::Serving && health != Health::Serving {
                             tracing::info!(id = %self.id, status = ?message.status(), "instance reports it is not serving");
                         }
                         self.publish();
@@ -294,7 +351,7 @@ impl Connector {
                     }
                 }
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    self.status.serving.store(true, Ordering::Relaxed);
+                    self.status.set_health(Health::Serving);
                     self.publish();
                     self.settle();
                     return std::future::pending().await;
@@ -304,7 +361,7 @@ impl Connector {
                     self.settle();
                 }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 }
@@ -314,7 +371,28 @@ impl Connector {
 impl Status {
     fn usable(&self, health_check: bool) -> bool {
         self.connected.load(Ordering::Relaxed)
-            && (!health_check || self.serving.load(Ordering::Relaxed))
+            && (!health_check || self.health() == Health::Serving)
+    }
+
+    fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Records a verdict; the one before.
+    fn set_health(&self, health: Health) -> Health {
+        Health::from_u8(self.health.swap(health as u8, Ordering::Relaxed))
+    }
+}
+
+// === impl Health ===
+
+impl Health {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Serving,
+            2 => Self::NotServing,
+            _ => Self::Unknown,
+        }
     }
 }
 

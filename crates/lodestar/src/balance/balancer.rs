@@ -1,11 +1,16 @@
-//! The [`Balancer`]: a snapshot's candidate table behind an atomically
-//! swapped `Arc`, the per-endpoint load map, and the [`Pick`] guard that
-//! feeds completions back.
+//! The [`Balancer`]: the published candidate table behind an atomically
+//! swapped `Arc`, and the state it is derived from, changed one instance at
+//! a time.
+//!
+//! Every change (a snapshot's adds, updates and removals from
+//! [`Snapshot::changes`], a health verdict, an outlier ejection or return)
+//! edits a working [`Table`] in place and publishes a clone of it that
+//! shares every untouched group, so its cost is what changed, never the
+//! size of the service.
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
-    fmt,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak,
         atomic::{AtomicU64, Ordering},
@@ -14,14 +19,18 @@ use std::{
 };
 
 use crate::{
-    Endpoint, Instance, Snapshot,
+    Instance, Snapshot,
     balance::{
-        BuiltinPolicy, Candidate, Clock, Context, Error, OutlierDetection, Policy, Route,
-        clock::Rng,
+        BuiltinPolicy, Candidate, Context, Error, OutlierDetection, Pick, Policy, Route,
+        clock::{Clock, Rng, nanos},
+        context::Env,
+        feedback::{Eject, Feedback},
         load::{Ewma, Load},
         outlier::Ejections,
-        table::{Inputs, Table},
+        table::Table,
     },
+    discovery::Change,
+    instance::DEFAULT_WEIGHT,
 };
 
 /// Picks an endpoint of one service per request; see the
@@ -40,8 +49,9 @@ pub struct Builder {
     zone: Option<String>,
     default_rtt: Duration,
     decay: Duration,
+    force_pick: Duration,
     outlier: OutlierDetection,
-    clock: Clock,
+    initial_health: Health,
     seed: Option<u64>,
 }
 
@@ -54,21 +64,6 @@ pub enum Health {
     NotServing,
 }
 
-/// One picked endpoint, and the guard that reports how the request went.
-///
-/// Call [`success`](Self::success) or [`failure`](Self::failure) when the
-/// request completes. Both end the in-flight count and record the latency
-/// (for policies that time requests); a failure also counts toward outlier
-/// detection. Dropping the guard without either (a cancelled request)
-/// records the latency but no outcome: the request occupied the endpoint,
-/// but says nothing about its health.
-#[must_use = "a pick reports its outcome with success() or failure()"]
-pub struct Pick {
-    candidate: Arc<Candidate>,
-    start: u64,
-    done: bool,
-}
-
 /// Source of table generations, unique in the process.
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -79,15 +74,15 @@ thread_local! {
 
 /// State shared by clones of a balancer.
 #[derive(Debug)]
-pub(crate) struct Shared {
-    /// The generation of `table`: read on every pick, written on rebuilds
+struct Shared {
+    /// The generation of `table`: read on every pick, written on changes
     /// only, so it sits alone on its cache line (nothing written per pick
     /// may share it).
     generation: Padded<AtomicU64>,
     table: RwLock<Arc<Table>>,
     policy: Arc<dyn Policy>,
-    zone: Option<String>,
     ewma: Ewma,
+    initial_health: Health,
     rng: Padded<Rng>,
     feedback: Arc<Feedback>,
     state: Mutex<State>,
@@ -99,28 +94,24 @@ pub(crate) struct Shared {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// What a completing [`Pick`] needs, held by every candidate.
-#[derive(Debug)]
-pub(crate) struct Feedback {
-    clock: Clock,
-    outlier: OutlierDetection,
-    ejections: Ejections,
-    timed: bool,
-    owner: Weak<Shared>,
-}
-
-/// The inputs of a rebuild; locked only to rebuild, never to pick.
+/// What the published table is derived from; locked only to change it,
+/// never to pick.
 #[derive(Debug)]
 struct State {
     snapshot: Arc<Snapshot>,
-    loads: HashMap<String, Arc<Load>>,
+    entries: HashMap<String, Entry>,
+    /// The working copy; published as a clone sharing its groups.
+    table: Table,
+    /// Instances outlier detection has ejected, until they return.
+    outliers: HashSet<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Success,
-    Failure,
-    Cancelled,
+/// One instance of the snapshot.
+#[derive(Debug)]
+struct Entry {
+    candidate: Arc<Candidate>,
+    /// Where the table has it.
+    in_rotation: bool,
 }
 
 // === impl Balancer ===
@@ -144,30 +135,48 @@ impl Balancer {
             .with_table(|table| self.shared.pick(table, route))
     }
 
-    /// Replaces the snapshot. Endpoints that stay keep their load, latency
-    /// estimate, health and outlier state; picks in flight are not blocked
-    /// and complete against the endpoint they got.
+    /// Replaces the snapshot, applying its differences from the one in force
+    /// ([`Snapshot::changes`]): the cost is that of what changed. Endpoints
+    /// that stay keep their load, latency estimate, health and outlier
+    /// state; new ones start with the [initial health](Builder::initial_health);
+    /// picks in flight are not blocked and complete against the endpoint
+    /// they got.
     pub fn update(&self, snapshot: impl Into<Arc<Snapshot>>) {
         let snapshot = snapshot.into();
         let mut state = self.shared.lock_state();
-        self.shared.sync_loads(&mut state, &snapshot);
+        if self.shared.apply(&mut state, &snapshot) {
+            self.shared.publish(&mut state);
+        }
         state.snapshot = snapshot;
-        self.shared.install(&state);
     }
 
     /// Records a health checker's verdict on the instance `id`; false if the
     /// current snapshot has no such instance. A `NotServing` instance is
     /// skipped until it is `Serving` again.
     pub fn set_health(&self, id: &str, health: Health) -> bool {
-        let state = self.shared.lock_state();
-        let Some(load) = state.loads.get(id) else {
-            return false;
-        };
-        if load.set_serving(health == Health::Serving) {
-            tracing::debug!(service = %state.snapshot.service(), %id, ?health, "health changed");
-            self.shared.install(&state);
+        self.set_healths([(id, health)]) == 1
+    }
+
+    /// Records several verdicts at once, publishing the table once; the
+    /// number of ids found.
+    pub fn set_healths<'a>(&self, verdicts: impl IntoIterator<Item = (&'a str, Health)>) -> usize {
+        let mut state = self.shared.lock_state();
+        let now = self.shared.feedback.clock.now();
+        let (mut found, mut changed) = (0, false);
+        for (id, health) in verdicts {
+            let Some(entry) = state.entries.get(id) else {
+                continue;
+            };
+            found += 1;
+            if entry.candidate.load.set_serving(health == Health::Serving) {
+                tracing::debug!(service = %state.snapshot.service(), %id, ?health, "health changed");
+                changed |= state.sync(id, now);
+            }
         }
-        true
+        if changed {
+            self.shared.publish(&mut state);
+        }
+        found
     }
 
     /// Ids of the instances currently out of rotation (health or outlier
@@ -175,13 +184,14 @@ impl Balancer {
     pub fn ejected(&self) -> Vec<String> {
         let state = self.shared.lock_state();
         let now = self.shared.feedback.clock.now();
-        state
-            .snapshot
-            .instances()
+        let mut ids: Vec<String> = state
+            .entries
             .iter()
-            .filter(|i| state.loads.get(&i.id).is_some_and(|l| l.ejected(now)))
-            .map(|i| i.id.clone())
-            .collect()
+            .filter(|(_, e)| e.candidate.load.ejected(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The snapshot in force.
@@ -230,9 +240,23 @@ impl Builder {
         self
     }
 
-    /// The peak-EWMA decay window; 10 s by default.
+    /// The peak-EWMA decay window; 10 s by default (Finagle's and
+    /// go-zero's).
     pub fn decay(mut self, decay: Duration) -> Self {
         self.decay = decay;
+        self
+    }
+
+    /// The force-pick interval of [`P2c`](crate::balance::P2c): a candidate
+    /// not picked for this long is picked the next time it is drawn, even if
+    /// it costs more, and the latency of a pick after such a silence replaces
+    /// its estimate; so are a candidate's first three picks. 1 s by default
+    /// (go-zero's; kratos uses 3 s): shorter shares calls between equal
+    /// candidates sooner at low concurrency, but gives a slow candidate one
+    /// call per interval whatever the traffic. `Duration::MAX` turns forced
+    /// picks and probes off (tower's and Finagle's peak-EWMA).
+    pub fn force_pick(mut self, interval: Duration) -> Self {
+        self.force_pick = interval;
         self
     }
 
@@ -242,10 +266,12 @@ impl Builder {
         self
     }
 
-    /// The clock; the system clock by default. Tests pass
-    /// [`Clock::manual`].
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+    /// The health a new instance starts with: `Serving` by default;
+    /// `NotServing` keeps new instances out of rotation until
+    /// [`Balancer::set_health`] says they serve (a client that must connect
+    /// first).
+    pub fn initial_health(mut self, health: Health) -> Self {
+        self.initial_health = health;
         self
     }
 
@@ -258,40 +284,40 @@ impl Builder {
     /// Builds the balancer over a first snapshot.
     pub fn build(self, snapshot: impl Into<Arc<Snapshot>>) -> Balancer {
         let snapshot = snapshot.into();
-        let shared = Arc::new_cyclic(|owner| self.shared(owner, &snapshot));
+        let shared = Arc::new_cyclic(|owner: &Weak<Shared>| {
+            let eject: Weak<dyn Eject> = owner.clone();
+            self.shared(eject, &snapshot)
+        });
         let balancer = Balancer { shared };
         balancer.update(snapshot);
         balancer
     }
 
-    fn shared(self, owner: &Weak<Shared>, snapshot: &Arc<Snapshot>) -> Shared {
+    fn shared(self, eject: Weak<dyn Eject>, snapshot: &Snapshot) -> Shared {
         let empty = Arc::new(Snapshot::new(snapshot.service(), 0, Vec::new(), 0));
+        let table = Table::new(snapshot.service(), self.zone.as_deref());
         let feedback = Arc::new(Feedback {
             timed: self.policy.observes_latency(),
-            clock: self.clock,
+            clock: Clock::new(),
             outlier: self.outlier,
             ejections: Ejections::default(),
-            owner: owner.clone(),
+            silence: nanos(self.force_pick).max(1),
+            eject,
         });
-        let state = State {
-            loads: HashMap::new(),
-            snapshot: empty.clone(),
-        };
-        let inputs = Inputs {
-            loads: &state.loads,
-            zone: None,
-            feedback: &feedback,
-            now: 1,
-        };
         Shared {
             generation: Padded(AtomicU64::new(0)),
-            table: RwLock::new(Arc::new(Table::build(&empty, &inputs))),
+            table: RwLock::new(Arc::new(table.clone())),
             policy: self.policy,
-            zone: self.zone,
             ewma: Ewma::new(self.default_rtt, self.decay),
+            initial_health: self.initial_health,
             rng: Padded(Rng::new(self.seed)),
             feedback,
-            state: Mutex::new(state),
+            state: Mutex::new(State {
+                snapshot: empty,
+                entries: HashMap::new(),
+                table,
+                outliers: HashSet::new(),
+            }),
         }
     }
 }
@@ -303,8 +329,9 @@ impl Default for Builder {
             zone: None,
             default_rtt: Duration::from_millis(30),
             decay: Duration::from_secs(10),
+            force_pick: Duration::from_secs(1),
             outlier: OutlierDetection::default(),
-            clock: Clock::system(),
+            initial_health: Health::Serving,
             seed: None,
         }
     }
@@ -315,23 +342,33 @@ impl Default for Builder {
 impl Shared {
     fn pick(&self, table: &Table, route: &Route) -> Result<Pick, Error> {
         let set = table.resolve(route)?;
-        let cx = Context::new(
-            set.members(),
-            route.hash_key.as_deref(),
-            &self.rng.0,
-            &self.feedback.clock,
-        );
-        let candidate = set.pick(&*self.policy, &cx).clone();
-        let start = if self.feedback.timed { cx.now() } else { 0 };
-        Ok(Pick::start(candidate, start))
+        let members = set.members();
+        let cx = Context::new(members, route.hash_key.as_deref(), self.env());
+        let index = set.pick(&*self.policy, &cx);
+        let candidate = cx.shared(index).clone();
+        if !self.feedback.timed {
+            return Ok(Pick::start(candidate, 0, false));
+        }
+        let now = cx.now();
+        let silent = candidate.load.mark_picked(now, self.feedback.silence);
+        let probe = silent || cx.forced() == Some(index);
+        Ok(Pick::start(candidate, now, probe))
     }
 
-    /// Runs `f` on the table in force, first rebuilt if an ejection has run
-    /// out.
+    fn env(&self) -> Env<'_> {
+        Env {
+            rng: &self.rng.0,
+            clock: &self.feedback.clock,
+            force_after: self.feedback.silence,
+        }
+    }
+
+    /// Runs `f` on the table in force, first refreshed if an outlier
+    /// ejection has run out.
     ///
     /// The hot path touches no shared cache line in write mode: each thread
     /// keeps the last table it used and checks it against the current
-    /// generation (a plain load). Only after a rebuild does it take the
+    /// generation (a plain load). Only after a change does it take the
     /// read lock and clone the new `Arc`. A thread keeps at most one stale
     /// table alive until its next pick.
     fn with_table<R>(&self, f: impl FnOnce(&Table) -> R) -> R {
@@ -373,15 +410,16 @@ impl Shared {
         table.next_return != u64::MAX && self.feedback.clock.now() >= table.next_return
     }
 
-    /// The table in force, rebuilt first if an ejection has run out.
+    /// The table in force, with the instances whose ejection ran out back.
     fn fresh_table(&self) -> Arc<Table> {
         let table = self.read_table();
         if !self.expired(&table) {
             return table;
         }
-        // Another thread rebuilding will bring it back; don't queue behind it.
-        if let Ok(state) = self.state.try_lock() {
-            self.install(&state);
+        // Another thread refreshing will bring them back; don't queue
+        // behind it.
+        if let Ok(mut state) = self.state.try_lock() {
+            self.bring_back(&mut state);
         }
         self.read_table()
     }
@@ -397,155 +435,187 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Rebuilds the table from `state` and swaps it in.
-    fn install(&self, state: &State) {
+    /// Puts back the instances whose outlier ejection is over.
+    fn bring_back(&self, state: &mut State) {
         let now = self.feedback.clock.now();
-        for load in state.loads.values() {
-            OutlierDetection::expire(load, &self.feedback.ejections, now);
+        let ejections = &self.feedback.ejections;
+        let over: Vec<String> = state
+            .outliers
+            .iter()
+            .filter(|id| {
+                state.entries.get(*id).is_none_or(|e| {
+                    OutlierDetection::expire(&e.candidate.load, ejections, now)
+                        || e.candidate.load.ejected_until.load(Ordering::Relaxed) == 0
+                })
+            })
+            .cloned()
+            .collect();
+        for id in &over {
+            state.outliers.remove(id);
+            state.sync(id, now);
         }
-        let inputs = Inputs {
-            loads: &state.loads,
-            zone: self.zone.as_deref(),
-            feedback: &self.feedback,
-            now,
+        self.publish(state);
+    }
+
+    /// Brings the entries and the working table in line with `snapshot`;
+    /// true if the table changed.
+    fn apply(&self, state: &mut State, snapshot: &Snapshot) -> bool {
+        state.table.set_service(snapshot.service());
+        self.feedback.ejections.set_total(snapshot.len());
+        let now = self.feedback.clock.now();
+        if state.snapshot.is_empty() {
+            // Everything is new: no diff to compute, and the records are
+            // shared with the snapshot rather than copied out of it.
+            state.entries.reserve(snapshot.len());
+            for instance in snapshot.instances().iter() {
+                self.add(state, instance.clone(), now);
+            }
+            return !snapshot.is_empty();
+        }
+        let changes = snapshot.changes(&state.snapshot);
+        let changed = !changes.is_empty();
+        for change in changes {
+            self.change(state, change, now);
+        }
+        changed
+    }
+
+    fn change(&self, state: &mut State, change: Change, now: u64) {
+        match change {
+            Change::Add(instance) => self.add(state, instance, now),
+            Change::Update(instance) => self.replace(state, instance, now),
+            Change::Remove(instance) => self.remove(state, &instance.id),
+        }
+    }
+
+    fn add(&self, state: &mut State, instance: Arc<Instance>, now: u64) {
+        let load = Arc::new(Load::new(self.ewma, now));
+        load.set_serving(self.initial_health == Health::Serving);
+        let in_rotation = !load.ejected(now);
+        let candidate = self.candidate(instance, load);
+        state.table.insert(&candidate, in_rotation);
+        let id = candidate.id().to_string();
+        let entry = Entry {
+            candidate,
+            in_rotation,
         };
-        let mut table = Table::build(&state.snapshot, &inputs);
-        table.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
-        let generation = table.generation;
-        self.feedback.ejections.set_total(state.snapshot.len());
+        if let Some(old) = state.entries.insert(id, entry) {
+            // A snapshot never holds an id twice; if one did, the table
+            // must not keep the first.
+            state.table.remove(&old.candidate, old.in_rotation);
+        }
+    }
+
+    /// A changed record: a new candidate with the same load.
+    fn replace(&self, state: &mut State, instance: Arc<Instance>, now: u64) {
+        let Some(old) = state.entries.remove(&instance.id) else {
+            return self.add(state, instance, now);
+        };
+        state.table.remove(&old.candidate, old.in_rotation);
+        let candidate = self.candidate(instance, old.candidate.load.clone());
+        state.table.insert(&candidate, old.in_rotation);
+        let id = candidate.id().to_string();
+        let entry = Entry {
+            candidate,
+            in_rotation: old.in_rotation,
+        };
+        state.entries.insert(id, entry);
+    }
+
+    fn remove(&self, state: &mut State, id: &str) {
+        let Some(old) = state.entries.remove(id) else {
+            return;
+        };
+        state.table.remove(&old.candidate, old.in_rotation);
+        state.outliers.remove(id);
+        OutlierDetection::retire(&old.candidate.load, &self.feedback.ejections);
+    }
+
+    fn candidate(&self, instance: Arc<Instance>, load: Arc<Load>) -> Arc<Candidate> {
+        let weight = weight(&instance, &load);
+        Arc::new(Candidate::new(
+            instance,
+            weight,
+            load,
+            self.feedback.clone(),
+        ))
+    }
+
+    /// Swaps in a clone of the working table.
+    fn publish(&self, state: &mut State) {
+        state.table.next_return = state.next_return();
+        state.table.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        let generation = state.table.generation;
         let old = {
             let mut slot = self.table.write().unwrap_or_else(PoisonError::into_inner);
-            let old = std::mem::replace(&mut *slot, Arc::new(table));
+            let old = std::mem::replace(&mut *slot, Arc::new(state.table.clone()));
             self.generation.0.store(generation, Ordering::Release);
             old
         };
-        // The old table (and the candidates only it holds) is freed here,
+        // The old table (and the chunks only it holds) is freed here,
         // outside the write lock.
         drop(old);
     }
+}
 
-    /// Keeps the load of every instance that stays, adds fresh ones, and
-    /// forgets the rest.
-    fn sync_loads(&self, state: &mut State, snapshot: &Snapshot) {
+impl Eject for Shared {
+    fn ejected(&self, id: &str) {
+        let mut state = self.lock_state();
         let now = self.feedback.clock.now();
-        let mut old = std::mem::take(&mut state.loads);
-        state.loads.reserve(snapshot.len());
-        for instance in snapshot.instances() {
-            let load = old
-                .remove(&instance.id)
-                .unwrap_or_else(|| Arc::new(Load::new(self.ewma, now)));
-            state.loads.insert(instance.id.clone(), load);
+        state.outliers.insert(id.to_string());
+        if state.sync(id, now) {
+            self.publish(&mut state);
         }
-        for load in old.values() {
-            OutlierDetection::retire(load, &self.feedback.ejections);
-        }
-    }
-
-    fn rebuild(&self) {
-        self.install(&self.lock_state());
     }
 }
 
-// === impl Feedback ===
+// === impl State ===
 
-impl Feedback {
-    fn complete(&self, candidate: &Candidate, start: u64, outcome: Outcome) {
-        let load = &candidate.load;
-        load.finish();
-        let now = if start != 0 || outcome == Outcome::Failure {
-            self.clock.now()
-        } else {
-            0
+impl State {
+    /// Moves the instance into or out of rotation as its load says; true if
+    /// the table changed.
+    fn sync(&mut self, id: &str, now: u64) -> bool {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return false;
         };
-        if start != 0 {
-            load.observe(now.saturating_sub(start), now);
+        let in_rotation = !entry.candidate.load.ejected(now);
+        if in_rotation == entry.in_rotation {
+            return false;
         }
-        match outcome {
-            Outcome::Success => self.outlier.on_success(load),
-            Outcome::Failure => self.on_failure(candidate, now),
-            Outcome::Cancelled => {}
-        }
+        entry.in_rotation = in_rotation;
+        self.table.rotate(&entry.candidate, in_rotation);
+        true
     }
 
-    fn on_failure(&self, candidate: &Candidate, now: u64) {
-        if !self
-            .outlier
-            .on_failure(&candidate.load, &self.ejections, now)
-        {
-            return;
-        }
-        let instance = candidate.instance();
-        tracing::warn!(
-            service = %instance.service, id = %instance.id,
-            "ejecting an instance after consecutive failures"
-        );
-        if let Some(shared) = self.owner.upgrade() {
-            shared.rebuild();
-        }
+    /// When the first outlier ejection of an instance that serves ends.
+    fn next_return(&self) -> u64 {
+        self.outliers
+            .iter()
+            .filter_map(|id| self.entries.get(id))
+            .map(|e| &e.candidate.load)
+            .filter(|load| load.serving())
+            .map(|load| load.ejected_until.load(Ordering::Relaxed))
+            .filter(|&until| until != 0)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 }
 
-// === impl Pick ===
-
-impl Pick {
-    /// `start` is the clock time of the pick, 0 if untimed.
-    fn start(candidate: Arc<Candidate>, start: u64) -> Self {
-        candidate.load.start();
-        Self {
-            candidate,
-            start,
-            done: false,
+/// The instance's weight; an invalid one is the default, warned about once.
+fn weight(instance: &Instance, load: &Load) -> u32 {
+    match instance.weight() {
+        Ok(weight) => {
+            load.warn_weight(false);
+            weight
         }
-    }
-
-    /// The instance picked.
-    pub fn instance(&self) -> &Instance {
-        self.candidate.instance()
-    }
-
-    /// The candidate picked, with its weight and load.
-    pub fn candidate(&self) -> &Candidate {
-        &self.candidate
-    }
-
-    /// The picked instance's first endpoint with this scheme (`grpc`,
-    /// `http`...).
-    pub fn endpoint(&self, scheme: &str) -> Option<&Endpoint> {
-        self.instance().endpoint(scheme)
-    }
-
-    /// The request succeeded.
-    pub fn success(self) {
-        self.finish(Outcome::Success);
-    }
-
-    /// The request failed in a way that blames the endpoint (connection
-    /// refused, reset, `Unavailable`...): counts toward outlier detection.
-    pub fn failure(self) {
-        self.finish(Outcome::Failure);
-    }
-
-    fn finish(mut self, outcome: Outcome) {
-        self.done = true;
-        let feedback = &self.candidate.feedback;
-        feedback.complete(&self.candidate, self.start, outcome);
-    }
-}
-
-impl Drop for Pick {
-    fn drop(&mut self) {
-        if !self.done {
-            let feedback = &self.candidate.feedback;
-            feedback.complete(&self.candidate, self.start, Outcome::Cancelled);
+        Err(error) => {
+            if load.warn_weight(true) {
+                tracing::warn!(
+                    service = %instance.service, id = %instance.id, %error,
+                    "using the default weight {DEFAULT_WEIGHT}"
+                );
+            }
+            DEFAULT_WEIGHT
         }
-    }
-}
-
-impl fmt::Debug for Pick {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pick")
-            .field("id", &self.candidate.id())
-            .field("in_flight", &self.candidate.in_flight())
-            .finish()
     }
 }

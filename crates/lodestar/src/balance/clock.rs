@@ -1,25 +1,28 @@
-//! Time and randomness as the balancer sees them, injectable for tests.
+//! Time and randomness as the balancer sees them.
+//!
+//! The clock is tokio's ([`tokio::time::Instant`]): in a runtime whose time
+//! is paused (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`)
+//! latency, peak-EWMA decay, ejection and force-pick times all follow the
+//! paused clock, so tests of them are deterministic. Outside a runtime, or
+//! with time running, it is the system's monotonic clock (tokio reads
+//! `std::time::Instant` unless some runtime ever paused time).
 
 use std::{
     cell::Cell,
-    fmt,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
-    time::{Duration, Instant},
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Duration,
 };
 
-/// Where the balancer reads the time: the system clock, or a manual clock a
-/// test advances by hand (latency, peak-EWMA decay and ejection times all
-/// follow it).
-#[derive(Clone)]
-pub struct Clock(Source);
+use tokio::time::Instant;
 
-#[derive(Clone)]
-enum Source {
-    System(Instant),
-    Manual(Arc<AtomicU64>),
+/// The clock's first reading: smaller values are free to mean something
+/// else in the load state (0 is "never", a few more count warm-up picks).
+pub(crate) const START: u64 = 1 << 10;
+
+/// Nanoseconds since the balancer was built, on tokio's clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    origin: Instant,
 }
 
 /// A lock-free random stream: SplitMix64 (Steele, Lea and Flood, "Fast
@@ -42,46 +45,16 @@ const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 // === impl Clock ===
 
 impl Clock {
-    /// The system's monotonic clock.
-    pub fn system() -> Self {
-        Self(Source::System(Instant::now()))
-    }
-
-    /// A clock that stands still until [`advance`](Self::advance)d. Clones
-    /// share the same time.
-    pub fn manual() -> Self {
-        Self(Source::Manual(Arc::new(AtomicU64::new(1))))
-    }
-
-    /// Moves a manual clock forward; does nothing to the system clock.
-    pub fn advance(&self, by: Duration) {
-        if let Source::Manual(now) = &self.0 {
-            now.fetch_add(nanos(by), Relaxed);
+    /// A clock whose origin is now.
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
         }
     }
 
-    /// Nanoseconds since the clock's origin, never 0 (0 means "never" in the
-    /// load state).
+    /// Nanoseconds since the origin, plus [`START`].
     pub(crate) fn now(&self) -> u64 {
-        match &self.0 {
-            Source::System(origin) => nanos(origin.elapsed()).saturating_add(1),
-            Source::Manual(now) => now.load(Relaxed),
-        }
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::system()
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Source::System(_) => f.write_str("Clock::System"),
-            Source::Manual(now) => write!(f, "Clock::Manual({}ns)", now.load(Relaxed)),
-        }
+        nanos(Instant::now().saturating_duration_since(self.origin)).saturating_add(START)
     }
 }
 

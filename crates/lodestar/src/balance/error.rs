@@ -1,7 +1,5 @@
 //! Why a pick (or a balancer option) failed.
 
-use crate::balance::BuiltinPolicy;
-
 /// Why the balancer could not pick an endpoint, or rejected an option.
 ///
 /// Each reason is its own variant so a transport can map them precisely
@@ -47,13 +45,12 @@ pub enum Error {
     },
 
     /// A policy name that is not built in.
-    #[error(
-        "unknown balancing policy {name:?} (expected one of: {})",
-        BuiltinPolicy::names()
-    )]
+    #[error("unknown balancing policy {name:?} (expected one of: {expected})")]
     UnknownPolicy {
         /// The name given.
         name: String,
+        /// The built-in names, comma-separated.
+        expected: String,
     },
 
     /// A route value that cannot be sent as an HTTP header.

@@ -14,9 +14,7 @@
 //! same instance. Requests without a key are spread at random. Weights are
 //! not used.
 
-use std::sync::Arc;
-
-use crate::balance::{Candidate, Context, Picker, Policy};
+use crate::balance::{Candidates, Context, Picker, Policy};
 
 /// Table sizes for small sets: primes at least 100 n.
 const SIZES: [usize; 5] = [307, 1031, 4099, 16411, 65537];
@@ -39,7 +37,7 @@ impl Policy for ConsistentHash {
         "consistent_hash"
     }
 
-    fn picker(&self, candidates: &[Arc<Candidate>]) -> Box<dyn Picker> {
+    fn picker(&self, candidates: &Candidates) -> Box<dyn Picker> {
         let ids: Vec<&str> = candidates.iter().map(|c| c.id()).collect();
         Box::new(Maglev {
             table: populate(&ids, table_size(ids.len())),

@@ -7,9 +7,7 @@
 //! ignores latency. With `choices` at or above the set's size it scans every
 //! candidate (O(n) per pick).
 
-use std::sync::Arc;
-
-use crate::balance::{Candidate, Context, Picker, Policy, p2c::distinct_pair};
+use crate::balance::{Candidates, Context, Picker, Policy};
 
 /// Least outstanding requests among `choices` random candidates.
 #[derive(Clone, Copy, Debug)]
@@ -45,7 +43,7 @@ impl Policy for LeastRequest {
         "least_request"
     }
 
-    fn picker(&self, _candidates: &[Arc<Candidate>]) -> Box<dyn Picker> {
+    fn picker(&self, _candidates: &Candidates) -> Box<dyn Picker> {
         Box::new(LeastRequestPicker {
             choices: self.choices,
         })
@@ -62,7 +60,7 @@ impl Picker for LeastRequestPicker {
         } else if self.choices >= n {
             scan(cx, n)
         } else if self.choices == 2 {
-            let (a, b) = distinct_pair(cx, n);
+            let (a, b) = cx.pair();
             if cx.in_flight(b) < cx.in_flight(a) {
                 b
             } else {

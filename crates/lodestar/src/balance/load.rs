@@ -2,8 +2,14 @@
 //! estimate, health and outlier state.
 //!
 //! One [`Load`] per instance id lives in the balancer's map and survives
-//! rebuilds, so a new snapshot never forgets what it learnt about the
+//! updates, so a new snapshot never forgets what it learnt about the
 //! endpoints that stay. Readers (the pick path) only load atomics.
+//!
+//! Besides the estimate, a load remembers when it was last picked: a
+//! candidate not picked for the force-pick interval is picked when drawn
+//! even if it costs more, and the latency of a pick after such a silence
+//! replaces the estimate instead of being averaged into it (see
+//! [`P2c`](crate::balance::P2c)).
 
 use std::{
     sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
@@ -22,17 +28,25 @@ pub(crate) struct Ewma {
 }
 
 /// The shared state of one endpoint.
+///
+/// Laid out by hand: what a pick reads or writes (the estimate, the
+/// in-flight count, the last pick) comes first and, with the alignment,
+/// fills one cache line of its own; what failures and health touch follows.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Load {
-    in_flight: AtomicU32,
     /// The RTT estimate in nanoseconds, as `f64` bits.
     rtt: AtomicU64,
     /// When `rtt` was last updated (clock nanoseconds).
     stamp: AtomicU64,
     tau: f64,
+    /// When it was last picked (clock nanoseconds); below [`WARM_UP`], the
+    /// picks so far (0: never), as clock times are larger.
+    picked_at: AtomicU64,
+    in_flight: AtomicU32,
+    pub(crate) failures: AtomicU32,
     serving: AtomicBool,
     weight_warned: AtomicBool,
-    pub(crate) failures: AtomicU32,
     /// Clock nanoseconds until which outlier detection ejects it; 0 if not.
     pub(crate) ejected_until: AtomicU64,
     /// Ejections so far, multiplying the next ejection's length.
@@ -58,6 +72,7 @@ impl Load {
     pub(crate) fn new(ewma: Ewma, now: u64) -> Self {
         Self {
             in_flight: AtomicU32::new(0),
+            picked_at: AtomicU64::new(0),
             rtt: AtomicU64::new(ewma.default_rtt.to_bits()),
             stamp: AtomicU64::new(now),
             tau: ewma.tau,
@@ -121,6 +136,46 @@ impl Load {
         self.stamp.store(now, Relaxed);
     }
 
+    /// Replaces the estimate with one sample: the first measurement after a
+    /// silence (see the module docs) says more about the endpoint now than
+    /// an estimate that could not be refreshed.
+    pub(crate) fn reset(&self, latency: u64, now: u64) {
+        self.rtt.store((latency as f64).to_bits(), Relaxed);
+        self.stamp.store(now, Relaxed);
+    }
+
+    /// Records a pick at `now`; true if it is a probe: one of the first
+    /// [`WARM_UP`], or after a silence of at least `silence`. `u64::MAX`
+    /// turns probes off.
+    pub(crate) fn mark_picked(&self, now: u64, silence: u64) -> bool {
+        if silence == u64::MAX {
+            return false;
+        }
+        let last = self.picked_at.load(Relaxed);
+        let next = if last + 1 < WARM_UP { last + 1 } else { now };
+        // A plain store: two picks at once may both see the silence, which
+        // costs one extra probe; an atomic swap on every pick costs more.
+        self.picked_at.store(next, Relaxed);
+        last < WARM_UP || now.saturating_sub(last) >= silence
+    }
+
+    /// Claims a forced pick: true if it is warming up, or was not picked for
+    /// `silence` and no concurrent pick claimed it first (go-zero's
+    /// `forcePick` CAS). A warm-up pick is not claimed: there are only
+    /// [`WARM_UP`] of them.
+    pub(crate) fn claim_overdue(&self, now: u64, silence: u64) -> bool {
+        if silence == u64::MAX {
+            return false;
+        }
+        let last = self.picked_at.load(Relaxed);
+        last < WARM_UP
+            || (now.saturating_sub(last) >= silence
+                && self
+                    .picked_at
+                    .compare_exchange(last, now, Relaxed, Relaxed)
+                    .is_ok())
+    }
+
     /// Whether the health checker says it serves.
     pub(crate) fn serving(&self) -> bool {
         self.serving.load(Relaxed)
@@ -148,6 +203,12 @@ impl Load {
     }
 }
 
+/// The first picks of an endpoint are probes, and forced when drawn: the
+/// first call on a new connection is slower than the rest, and a cold
+/// sample alone would hold a healthy endpoint out until its next forced
+/// pick. Counted in `picked_at`, below the clock's [`START`](super::clock::START).
+const WARM_UP: u64 = 3;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +233,43 @@ mod tests {
         load.finish();
         load.finish();
         assert_eq!(load.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_probe_replaces_the_estimate() {
+        let load = load();
+        load.observe(500 * MS, 1);
+        load.reset(2 * MS, 1 + 1_000 * MS);
+        assert_eq!(load.rtt(1 + 1_000 * MS), 2.0 * MS as f64);
+    }
+
+    #[test]
+    fn the_first_picks_and_picks_after_a_silence_are_probes() {
+        let load = load();
+        for (at, probe) in [(10, true), (20, true), (30, true), (40, false), (50, false)] {
+            assert_eq!(load.mark_picked(at, 1_000), probe, "pick at {at}");
+        }
+        assert!(load.mark_picked(1_050, 1_000), "after a silence");
+        assert!(!load.mark_picked(1_060, 1_000));
+    }
+
+    #[test]
+    fn overdue_ones_are_claimed_once() {
+        let load = load();
+        assert!(load.claim_overdue(5, 1_000), "never picked");
+        for at in [10, 20, 30] {
+            load.mark_picked(at, 1_000);
+        }
+        assert!(!load.claim_overdue(500, 1_000), "picked 470 ns ago");
+        assert!(load.claim_overdue(1_030, 1_000));
+        assert!(!load.claim_overdue(1_030, 1_000), "already claimed");
+    }
+
+    #[test]
+    fn with_forced_picks_off_nothing_is_a_probe_or_overdue() {
+        let load = load();
+        assert!(!load.claim_overdue(5, u64::MAX));
+        assert!(!load.mark_picked(10, u64::MAX));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Power of two choices over peak-EWMA load.
+//! Power of two choices over peak-EWMA load, with forced picks.
 //!
 //! Two distinct candidates are drawn at random and the one with the lower
 //! cost wins, where cost is the peak-EWMA latency estimate times (in-flight
@@ -8,12 +8,31 @@
 //! estimate reacts at once to a slow endpoint and forgets it slowly (Finagle's
 //! `PeakEwma`, <https://twitter.github.io/finagle/guide/Clients.html#power-of-two-choices-p2c-least-loaded>,
 //! also tower's `balance::p2c` with `load::PeakEwma` and linkerd2-proxy).
-//! The decay window and the RTT a new endpoint starts from are
-//! [`Builder`](crate::balance::Builder) options.
+//!
+//! Peak-EWMA alone can starve a healthy endpoint: with calls one at a time
+//! nothing is ever in flight, so the lower estimate wins every pair, and an
+//! endpoint whose estimate is high after one slow early call is not tried
+//! again until its estimate has decayed, tens of seconds with the default
+//! 10 s window. So, as go-zero (`forcePick`, 1 s) and go-kratos
+//! (`forcePick`, 3 s) do, the loser of a pair that has not been picked for
+//! the force-pick interval is picked anyway, once per interval. Its latency
+//! then replaces the stale estimate rather than being averaged into it
+//! (kratos gets the same effect from a 600 ms decay window), so a healthy
+//! endpoint is back in the running after one call, and a slow one goes
+//! straight back out at the cost of one call per interval. An endpoint's
+//! first three picks are such probes too, and forced when drawn: the first
+//! call on a new connection is slower than the rest, and a cold sample
+//! would otherwise hold a healthy endpoint out until its next forced pick.
+//!
+//! With calls one at a time, the preferred endpoint then changes at least
+//! once per interval, so two identical endpoints share calls evenly over a
+//! few intervals. A shorter interval shares sooner, but a slow endpoint
+//! gets one call per interval however little traffic there is.
+//!
+//! The decay window, the RTT a new endpoint starts from and the force-pick
+//! interval are [`Builder`](crate::balance::Builder) options.
 
-use std::sync::Arc;
-
-use crate::balance::{Candidate, Context, Picker, Policy};
+use crate::balance::{Candidates, Context, Picker, Policy};
 
 /// Power of two choices over peak-EWMA load; see the module docs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -29,7 +48,7 @@ impl Policy for P2c {
         "p2c"
     }
 
-    fn picker(&self, _candidates: &[Arc<Candidate>]) -> Box<dyn Picker> {
+    fn picker(&self, _candidates: &Candidates) -> Box<dyn Picker> {
         Box::new(P2cPicker)
     }
 
@@ -42,18 +61,15 @@ impl Policy for P2c {
 
 impl Picker for P2cPicker {
     fn pick(&self, cx: &Context<'_>) -> usize {
-        let n = cx.len();
-        if n == 1 {
+        if cx.len() == 1 {
             return 0;
         }
-        let (a, b) = distinct_pair(cx, n);
-        if cx.cost(b) < cx.cost(a) { b } else { a }
+        let (a, b) = cx.pair();
+        let (winner, loser) = if cx.cost(b) < cx.cost(a) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        if cx.force_pick(loser) { loser } else { winner }
     }
-}
-
-/// Two distinct uniform indices in `0..n` (`n >= 2`).
-pub(crate) fn distinct_pair(cx: &Context<'_>, n: usize) -> (usize, usize) {
-    let a = cx.random(n);
-    let b = cx.random(n - 1);
-    (a, if b >= a { b + 1 } else { b })
 }

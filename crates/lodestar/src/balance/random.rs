@@ -1,8 +1,6 @@
 //! Random: a uniform choice per request.
 
-use std::sync::Arc;
-
-use crate::balance::{Candidate, Context, Picker, Policy};
+use crate::balance::{Candidates, Context, Picker, Policy};
 
 /// Picks a candidate uniformly at random; no shared state but the random
 /// stream.
@@ -19,7 +17,7 @@ impl Policy for Random {
         "random"
     }
 
-    fn picker(&self, _candidates: &[Arc<Candidate>]) -> Box<dyn Picker> {
+    fn picker(&self, _candidates: &Candidates) -> Box<dyn Picker> {
         Box::new(RandomPicker)
     }
 }

@@ -1,11 +1,8 @@
 //! Round robin: each candidate in turn.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering::Relaxed},
-};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::balance::{Candidate, Context, Picker, Policy};
+use crate::balance::{Candidates, Context, Picker, Policy};
 
 /// Picks each candidate in turn, in instance-id order, from a random start
 /// (so clients that start together do not all begin with the same
@@ -26,7 +23,7 @@ impl Policy for RoundRobin {
         "round_robin"
     }
 
-    fn picker(&self, _candidates: &[Arc<Candidate>]) -> Box<dyn Picker> {
+    fn picker(&self, _candidates: &Candidates) -> Box<dyn Picker> {
         Box::new(RoundRobinPicker {
             next: AtomicUsize::new(rand::random::<u32>() as usize),
         })

@@ -1,112 +1,137 @@
-//! The picker's view of one snapshot: candidates grouped by version, colour
+//! The picker's view of one service: candidates grouped by version, colour
 //! lane and zone, so a route finds its candidate set without scanning.
 //!
 //! Every instance sits in two groups (its version's, and "any version"),
 //! each split into lanes by colour and, within a lane, into the caller's
-//! zone and the rest. Ejected instances are counted but left out, so the
-//! policies only ever see instances in rotation; a change of ejections
-//! rebuilds the table. Policy state (a Maglev table, a WRR cycle) is built
-//! per candidate set on its first pick.
+//! zone and the rest. Instances out of rotation are counted but left out, so
+//! the policies only ever see instances in rotation.
+//!
+//! A table changes one instance at a time ([`Table::insert`],
+//! [`Table::remove`], [`Table::rotate`]) and is published as a clone: the
+//! groups are copied (a few pointers per chunk of their [`Candidates`]),
+//! the chunks and the policy state are shared. A change thus costs what it
+//! changed, the groups of one instance, each copying one chunk, and picks
+//! reach a set in as few pointer hops as a table rebuilt from scratch.
+//! Policy state (a Maglev table, a WRR cycle) is built per candidate set on
+//! its first pick, and only a set that changed builds it again.
 
 use std::{
     collections::HashMap,
     sync::{Arc, OnceLock},
 };
 
-use crate::{
-    Instance, Snapshot,
-    balance::{Candidate, Context, Error, Picker, Policy, Route, balancer::Feedback, load::Load},
-    instance::DEFAULT_WEIGHT,
-};
+use crate::balance::{Candidate, Candidates, Context, Error, Picker, Policy, Route};
 
-/// Candidate sets of one snapshot.
-#[derive(Debug)]
+/// Candidate sets of one service.
+#[derive(Clone, Debug)]
 pub(crate) struct Table {
-    service: String,
+    service: Arc<str>,
+    zone: Option<Arc<str>>,
+    /// Instances, in rotation or not.
     len: usize,
     any_version: Lanes,
-    versions: HashMap<String, Lanes>,
+    versions: HashMap<Arc<str>, Lanes>,
     /// Earliest clock time an outlier ejection ends; `u64::MAX` if none.
     pub(crate) next_return: u64,
-    /// Unique among all tables of the process; see `Shared::with_table`.
+    /// Unique among all published tables of the process; see
+    /// `Shared::with_table`.
     pub(crate) generation: u64,
 }
 
-/// What [`Table::build`] needs besides the snapshot.
-#[derive(Debug)]
-pub(crate) struct Inputs<'a> {
-    pub(crate) loads: &'a HashMap<String, Arc<Load>>,
-    pub(crate) zone: Option<&'a str>,
-    pub(crate) feedback: &'a Arc<Feedback>,
-    pub(crate) now: u64,
-}
-
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Lanes {
     base: Group,
-    colors: HashMap<String, Group>,
+    colors: HashMap<Arc<str>, Group>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Group {
     all: CandidateSet,
     local: CandidateSet,
-    ejected: usize,
+    /// Members out of rotation.
+    out: usize,
 }
 
 /// Candidates one route resolves to, with the policy's picker for them.
-#[derive(Debug, Default)]
+///
+/// A clone (a published table) shares the picker; a change gives the set a
+/// new one.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct CandidateSet {
-    members: Vec<Arc<Candidate>>,
-    picker: OnceLock<Box<dyn Picker>>,
+    members: Candidates,
+    picker: Arc<OnceLock<Box<dyn Picker>>>,
+}
+
+/// Where one instance goes in a group.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    candidate: &'a Arc<Candidate>,
+    local: bool,
+    in_rotation: bool,
 }
 
 // === impl Table ===
 
 impl Table {
-    pub(crate) fn build(snapshot: &Arc<Snapshot>, inputs: &Inputs<'_>) -> Self {
-        let mut table = Self {
-            service: snapshot.service().to_string(),
-            len: snapshot.len(),
+    /// An empty table of `service`, preferring `zone`.
+    pub(crate) fn new(service: &str, zone: Option<&str>) -> Self {
+        Self {
+            service: service.into(),
+            zone: zone.map(Into::into),
+            len: 0,
             any_version: Lanes::default(),
             versions: HashMap::new(),
             next_return: u64::MAX,
             generation: 0,
-        };
-        for instance in snapshot.instances() {
-            if let Some(load) = inputs.loads.get(&instance.id) {
-                table.add(instance, load, inputs);
-            }
         }
-        table
     }
 
-    fn add(&mut self, instance: &Arc<Instance>, load: &Arc<Load>, inputs: &Inputs<'_>) {
-        let ejected = load.ejected(inputs.now);
-        if ejected && load.serving() {
-            let until = load
-                .ejected_until
-                .load(std::sync::atomic::Ordering::Relaxed);
-            self.next_return = self.next_return.min(until);
-        }
-        let weight = weight(instance, load);
-        let candidate = Arc::new(Candidate::new(
-            instance.clone(),
-            weight,
-            load.clone(),
-            inputs.feedback.clone(),
-        ));
-        let local = inputs.zone.is_some() && instance.zone() == inputs.zone;
-        let entry = Entry {
-            candidate,
-            ejected,
-            local,
-        };
-        self.any_version.add(instance.color(), &entry);
-        if !instance.version.is_empty() {
-            if let Some(lanes) = slot(&mut self.versions, &instance.version) {
-                lanes.add(instance.color(), &entry);
+    /// Adds an instance's candidate, in rotation or not.
+    pub(crate) fn insert(&mut self, candidate: &Arc<Candidate>, in_rotation: bool) {
+        self.len += 1;
+        let place = self.place(candidate, in_rotation);
+        self.any_version.add(place);
+        let version = candidate.instance().version.as_str();
+        if !version.is_empty() {
+            if let Some(lanes) = slot(&mut self.versions, version) {
+                lanes.add(place);
             }
+        }
+    }
+
+    /// Removes an instance's candidate, placed as `in_rotation` says.
+    pub(crate) fn remove(&mut self, candidate: &Arc<Candidate>, in_rotation: bool) {
+        self.len = self.len.saturating_sub(1);
+        let place = self.place(candidate, in_rotation);
+        self.any_version.take(place);
+        let version = candidate.instance().version.as_str();
+        if let Some(lanes) = self.versions.get_mut(version) {
+            lanes.take(place);
+            if lanes.is_empty() {
+                self.versions.remove(version);
+            }
+        }
+    }
+
+    /// Moves an instance's candidate into rotation or out of it.
+    pub(crate) fn rotate(&mut self, candidate: &Arc<Candidate>, in_rotation: bool) {
+        self.remove(candidate, !in_rotation);
+        self.insert(candidate, in_rotation);
+    }
+
+    /// Renames the service (error messages only).
+    pub(crate) fn set_service(&mut self, service: &str) {
+        if *self.service != *service {
+            self.service = service.into();
+        }
+    }
+
+    fn place<'a>(&self, candidate: &'a Arc<Candidate>, in_rotation: bool) -> Place<'a> {
+        let zone = candidate.instance().zone();
+        Place {
+            candidate,
+            local: self.zone.is_some() && zone == self.zone.as_deref(),
+            in_rotation,
         }
     }
 
@@ -115,13 +140,13 @@ impl Table {
     pub(crate) fn resolve(&self, route: &Route) -> Result<&CandidateSet, Error> {
         if self.len == 0 {
             return Err(Error::NoInstances {
-                service: self.service.clone(),
+                service: self.service.to_string(),
             });
         }
         let lanes = match route.version.as_deref().filter(|v| !v.is_empty()) {
             None => &self.any_version,
             Some(version) => self.versions.get(version).ok_or_else(|| Error::NoVersion {
-                service: self.service.clone(),
+                service: self.service.to_string(),
                 version: version.to_string(),
             })?,
         };
@@ -129,51 +154,46 @@ impl Table {
     }
 }
 
-struct Entry {
-    candidate: Arc<Candidate>,
-    ejected: bool,
-    local: bool,
-}
-
-/// The value under `key`, inserted if missing; allocates the key only
-/// then (always `Some`).
-fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> Option<&'a mut V> {
+/// The value under `key`, inserted if missing; allocates the key only then
+/// (always `Some`).
+fn slot<'a, V: Default>(map: &'a mut HashMap<Arc<str>, V>, key: &str) -> Option<&'a mut V> {
     if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
+        map.insert(key.into(), V::default());
     }
     map.get_mut(key)
-}
-
-/// The instance's weight; an invalid one is the default, warned about once.
-fn weight(instance: &Instance, load: &Load) -> u32 {
-    match instance.weight() {
-        Ok(weight) => {
-            load.warn_weight(false);
-            weight
-        }
-        Err(error) => {
-            if load.warn_weight(true) {
-                tracing::warn!(
-                    service = %instance.service, id = %instance.id, %error,
-                    "using the default weight {DEFAULT_WEIGHT}"
-                );
-            }
-            DEFAULT_WEIGHT
-        }
-    }
 }
 
 // === impl Lanes ===
 
 impl Lanes {
-    fn add(&mut self, color: Option<&str>, entry: &Entry) {
-        let group = match color {
-            None => Some(&mut self.base),
-            Some(color) => slot(&mut self.colors, color),
-        };
-        if let Some(group) = group {
-            group.add(entry);
+    fn add(&mut self, place: Place<'_>) {
+        match place.candidate.instance().color() {
+            None => self.base.add(place),
+            Some(color) => {
+                if let Some(group) = slot(&mut self.colors, color) {
+                    group.add(place);
+                }
+            }
         }
+    }
+
+    fn take(&mut self, place: Place<'_>) {
+        match place.candidate.instance().color() {
+            None => self.base.take(place),
+            Some(color) => {
+                let Some(group) = self.colors.get_mut(color) else {
+                    return;
+                };
+                group.take(place);
+                if group.is_empty() {
+                    self.colors.remove(color);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.base.is_empty() && self.colors.is_empty()
     }
 
     /// A coloured request goes to its lane while the lane has an instance in
@@ -182,13 +202,13 @@ impl Lanes {
         let lane = color
             .filter(|c| !c.is_empty())
             .and_then(|c| self.colors.get(c));
-        if let Some(set) = lane.and_then(Group::available) {
+        if let Some(set) = lane.and_then(|g| g.available()) {
             return Ok(set);
         }
         if let Some(set) = self.base.available() {
             return Ok(set);
         }
-        let count = self.base.ejected + lane.map_or(0, |g| g.ejected);
+        let count = self.base.out + lane.map_or(0, |g| g.out);
         let service = service.to_string();
         Err(if count > 0 {
             Error::AllEjected { service, count }
@@ -201,15 +221,31 @@ impl Lanes {
 // === impl Group ===
 
 impl Group {
-    fn add(&mut self, entry: &Entry) {
-        if entry.ejected {
-            self.ejected += 1;
+    fn add(&mut self, place: Place<'_>) {
+        if !place.in_rotation {
+            self.out += 1;
             return;
         }
-        self.all.members.push(entry.candidate.clone());
-        if entry.local {
-            self.local.members.push(entry.candidate.clone());
+        self.all.insert(place.candidate);
+        if place.local {
+            self.local.insert(place.candidate);
         }
+    }
+
+    fn take(&mut self, place: Place<'_>) {
+        if !place.in_rotation {
+            self.out = self.out.saturating_sub(1);
+            return;
+        }
+        let id = place.candidate.id();
+        self.all.remove(id);
+        if place.local {
+            self.local.remove(id);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.out == 0 && self.all.members.is_empty()
     }
 
     /// The caller's zone if it has an instance in rotation, else every zone.
@@ -223,14 +259,33 @@ impl Group {
 // === impl CandidateSet ===
 
 impl CandidateSet {
-    /// Runs the policy: the chosen candidate.
-    pub(crate) fn pick(&self, policy: &dyn Policy, cx: &Context<'_>) -> &Arc<Candidate> {
+    /// Runs the policy: the index of the chosen candidate in `members`.
+    pub(crate) fn pick(&self, policy: &dyn Policy, cx: &Context<'_>) -> usize {
         let picker = self.picker.get_or_init(|| policy.picker(&self.members));
-        let index = picker.pick(cx) % self.members.len();
-        &self.members[index]
+        picker.pick(cx) % cx.len().max(1)
     }
 
-    pub(crate) fn members(&self) -> &[Arc<Candidate>] {
+    pub(crate) fn members(&self) -> &Candidates {
         &self.members
+    }
+
+    fn insert(&mut self, candidate: &Arc<Candidate>) {
+        self.members.insert(candidate.clone());
+        self.reset_picker();
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.members.remove(id) {
+            self.reset_picker();
+        }
+    }
+
+    /// The members changed: the picker is built again on the next pick. A
+    /// published table keeps the one it shares.
+    fn reset_picker(&mut self) {
+        match Arc::get_mut(&mut self.picker) {
+            Some(picker) => drop(picker.take()),
+            None => self.picker = Arc::default(),
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Behaviour of the whole balancer: filters, policies through the public
-//! API, feedback, updates.
+//! API, feedback, updates. Time-dependent behaviour (latency, decay,
+//! ejection, forced picks) runs on paused tokio time.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use proptest::prelude::*;
+use tokio::time::advance;
 
 use super::*;
 use crate::{Instance, Snapshot};
@@ -20,16 +22,24 @@ fn ids(n: usize) -> Vec<Instance> {
     (0..n).map(|i| inst(&format!("i{i:02}"))).collect()
 }
 
-fn builder(policy: &str, clock: &Clock) -> Builder {
-    Balancer::builder()
-        .policy_name(policy)
-        .unwrap()
-        .clock(clock.clone())
-        .seed(7)
+fn builder(policy: &str) -> Builder {
+    Balancer::builder().policy_name(policy).unwrap().seed(7)
 }
 
 fn balancer(policy: &str, instances: Vec<Instance>) -> Balancer {
-    builder(policy, &Clock::manual()).build(snap(instances))
+    builder(policy).build(snap(instances))
+}
+
+/// Runs `f` in a runtime whose time stands still, so latencies are 0 and
+/// estimates equal.
+fn paused<R>(f: impl FnOnce() -> R) -> R {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let _enter = runtime.enter();
+    f()
 }
 
 fn id(balancer: &Balancer, route: &Route) -> String {
@@ -71,8 +81,10 @@ proptest! {
 
     #[test]
     fn p2c_spreads_evenly_when_loads_are_equal(seed in any::<u64>()) {
-        let b = Balancer::builder().clock(Clock::manual()).seed(seed).build(snap(ids(4)));
-        let counts = counts(&b, &Route::new(), 8_000);
+        let counts = paused(|| {
+            let b = Balancer::builder().seed(seed).build(snap(ids(4)));
+            counts(&b, &Route::new(), 8_000)
+        });
         prop_assert!(counts.values().all(|&c| c.abs_diff(2_000) < 200), "{:?}", counts);
     }
 }
@@ -105,40 +117,132 @@ fn invalid_or_zero_weight_is_the_default() {
     assert!(counts.values().all(|&c| c == 100), "{counts:?}");
 }
 
-/// Requests of a closed loop of 20 callers, each completing after its
-/// endpoint's latency, on a manual clock: the real feedback path.
-fn simulate(
+/// Requests of a closed loop of `callers`, each completing after its
+/// endpoint's latency (in microseconds) on paused time: the real feedback
+/// path. `latency` also gets the request's number.
+async fn simulate(
     b: &Balancer,
-    clock: &Clock,
-    latency: impl Fn(&str) -> u64,
+    callers: usize,
+    latency: impl Fn(&str, usize) -> u64,
     requests: usize,
 ) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     let mut pending: Vec<(u64, Pick)> = Vec::new();
     let mut now = 0u64;
-    for _ in 0..requests {
-        if pending.len() == 20 {
+    for n in 0..requests {
+        if pending.len() == callers {
             pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
             let (at, pick) = pending.pop().unwrap();
-            clock.advance(Duration::from_micros(at - now));
+            advance(Duration::from_micros(at - now)).await;
             now = at;
             pick.success();
         }
         let pick = b.pick(&Route::new()).unwrap();
         *counts.entry(pick.instance().id.clone()).or_default() += 1;
-        pending.push((now + latency(&pick.instance().id), pick));
+        pending.push((now + latency(&pick.instance().id, n), pick));
     }
     counts
 }
 
-#[test]
-fn p2c_sends_almost_nothing_to_a_slow_endpoint() {
-    let clock = Clock::manual();
-    let b = builder("p2c", &clock).build(snap(ids(5)));
-    let latency = |id: &str| if id == "i00" { 50_000 } else { 1_000 };
-    let counts = simulate(&b, &clock, latency, 20_000);
+fn share_of_busiest(counts: &BTreeMap<String, usize>) -> f64 {
+    let total: usize = counts.values().sum();
+    counts.values().copied().max().unwrap_or(0) as f64 / total.max(1) as f64
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_sends_almost_nothing_to_a_slow_endpoint() {
+    let b = builder("p2c").build(snap(ids(5)));
+    let latency = |id: &str, _| if id == "i00" { 50_000 } else { 1_000 };
+    let counts = simulate(&b, 20, latency, 20_000).await;
     let slow = counts.get("i00").copied().unwrap_or(0);
     assert!(slow < 100, "{counts:?}");
+}
+
+/// Two identical endpoints, calls one at a time: the first call to one of
+/// them is slow (a cold connection), every other call takes 1 ms.
+async fn one_slow_start(b: &Balancer) -> BTreeMap<String, usize> {
+    let first = std::sync::Mutex::new(None::<String>);
+    let latency = |id: &str, _| {
+        let mut first = first.lock().unwrap();
+        if first.is_none() {
+            *first = Some(id.to_string());
+            40_000
+        } else {
+            1_000
+        }
+    };
+    // 20 s of calls.
+    simulate(b, 1, latency, 20_000).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_does_not_starve_an_identical_endpoint() {
+    let b = builder("p2c").build(snap(ids(2)));
+    let counts = one_slow_start(&b).await;
+    assert!(share_of_busiest(&counts) <= 0.6, "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_first_calls_do_not_hold_an_endpoint_out() {
+    // The first call on each connection is slow, one slower than the other;
+    // the warm-up probes replace both cold samples at once.
+    let b = builder("p2c").build(snap(ids(2)));
+    let cold = std::sync::Mutex::new(std::collections::HashSet::new());
+    let latency = |id: &str, _| {
+        if !cold.lock().unwrap().insert(id.to_string()) {
+            1_000
+        } else if id == "i00" {
+            5_000
+        } else {
+            8_000
+        }
+    };
+    // 300 calls, 0.3 s: well inside the first force-pick interval.
+    let counts = simulate(&b, 1, latency, 300).await;
+    assert!(share_of_busiest(&counts) <= 0.6, "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_forced_picks_one_slow_call_starves_an_endpoint() {
+    // The behaviour forced picks fix: the same run with them off.
+    let b = builder("p2c").force_pick(Duration::MAX).build(snap(ids(2)));
+    let counts = one_slow_start(&b).await;
+    assert!(share_of_busiest(&counts) > 0.9, "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_losing_endpoint_is_forced_once_per_interval() {
+    let b = builder("p2c").build(snap(ids(2)));
+    // i00 is slow, i01 fast; both past their warm-up probes.
+    let latency = |id: &str, _| if id == "i00" { 50_000 } else { 1_000 };
+    let warm = simulate(&b, 1, latency, 6).await;
+    assert_eq!(warm.values().copied().collect::<Vec<_>>(), [3, 3]);
+    let mut forced = Vec::new();
+    for _ in 0..5 {
+        // 1.5 s of 1 ms calls each round: i00 is due once per second.
+        let counts = simulate(&b, 1, latency, 1_500).await;
+        forced.push(counts.get("i00").copied().unwrap_or(0));
+    }
+    assert!(forced.iter().all(|&n| (1..=2).contains(&n)), "{forced:?}");
+    assert!(forced.iter().sum::<usize>() >= 6, "{forced:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_estimate_decays_until_the_endpoint_is_tried_again() {
+    // No forced picks: only peak-EWMA's decay brings a slow endpoint back.
+    let b = builder("p2c")
+        .force_pick(Duration::MAX)
+        .decay(Duration::from_secs(1))
+        .build(snap(ids(2)));
+    let slow_once = |id: &str, n| if id == "i00" && n < 2 { 500_000 } else { 1_000 };
+    let early = simulate(&b, 1, slow_once, 1_000).await;
+    assert!(early.get("i00").copied().unwrap_or(0) <= 2, "{early:?}");
+    // ln(500) = 6.2 decay windows later, 500 ms has decayed below 1 ms.
+    advance(Duration::from_secs(7)).await;
+    // Once back, it converges on the other's 1 ms only at the decay rate,
+    // being tried each time its estimate has decayed below it.
+    let later = simulate(&b, 1, |_, _| 1_000, 1_000).await;
+    assert!(later.get("i00").copied().unwrap_or(0) >= 5, "{later:?}");
 }
 
 #[test]
@@ -263,13 +367,11 @@ fn an_empty_service_is_its_own_error() {
 #[test]
 fn zone_preference_falls_back_to_any_zone() {
     let zoned = |id: &str, zone: &str| inst(id).with_metadata("zone", zone);
-    let b = builder("round_robin", &Clock::manual())
-        .zone("z1")
-        .build(snap(vec![
-            zoned("a", "z1"),
-            zoned("b", "z2"),
-            zoned("c", "z1"),
-        ]));
+    let b = builder("round_robin").zone("z1").build(snap(vec![
+        zoned("a", "z1"),
+        zoned("b", "z2"),
+        zoned("c", "z1"),
+    ]));
     assert_eq!(picks(&b, &Route::new()), ["a", "c"]);
     b.set_health("a", Health::NotServing);
     b.set_health("c", Health::NotServing);
@@ -318,10 +420,9 @@ fn fail(b: &Balancer, times: usize) {
     }
 }
 
-#[test]
-fn consecutive_failures_eject_for_a_growing_time() {
-    let clock = Clock::manual();
-    let b = builder("round_robin", &clock).build(snap(ids(2)));
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_eject_for_a_growing_time() {
+    let b = builder("round_robin").build(snap(ids(2)));
     // Fails `n` requests on i00, while i01 succeeds.
     let failing = |b: &Balancer, n| {
         let mut failed = 0;
@@ -341,17 +442,17 @@ fn consecutive_failures_eject_for_a_growing_time() {
     assert_eq!(b.ejected(), ["i00"]);
     assert_eq!(picks(&b, &Route::new()), ["i01"]);
 
-    clock.advance(Duration::from_secs(30));
+    advance(Duration::from_secs(30)).await;
     assert_eq!(picks(&b, &Route::new()), ["i00", "i01"], "back after 30 s");
     failing(&b, 5);
     assert_eq!(b.ejected(), ["i00"]);
-    clock.advance(Duration::from_secs(30));
+    advance(Duration::from_secs(30)).await;
     assert_eq!(
         picks(&b, &Route::new()),
         ["i01"],
         "the second ejection lasts 60 s"
     );
-    clock.advance(Duration::from_secs(30));
+    advance(Duration::from_secs(30)).await;
     assert_eq!(picks(&b, &Route::new()), ["i00", "i01"]);
 }
 
@@ -371,7 +472,7 @@ fn ejection_never_takes_more_than_the_share() {
     fail(&b, 200);
     assert_eq!(b.ejected().len(), 2, "50 % of 5, rounded down");
 
-    let all = builder("round_robin", &Clock::manual())
+    let all = builder("round_robin")
         .outlier_detection(
             OutlierDetection::new()
                 .max_ejected_share(1.0)
@@ -438,4 +539,98 @@ fn snapshot_swaps_under_concurrent_picks() {
         }
     });
     assert_eq!(b.snapshot().len(), 4);
+}
+
+#[test]
+fn new_instances_can_start_out_of_rotation() {
+    let b = builder("round_robin")
+        .initial_health(Health::NotServing)
+        .build(snap(ids(2)));
+    assert!(matches!(
+        b.pick(&Route::new()),
+        Err(Error::AllEjected { count: 2, .. })
+    ));
+    assert_eq!(
+        b.set_healths([("i01", Health::Serving), ("nope", Health::Serving)]),
+        1
+    );
+    assert_eq!(picks(&b, &Route::new()), ["i01"]);
+    b.update(snap(ids(3)));
+    assert_eq!(
+        picks(&b, &Route::new()),
+        ["i01"],
+        "i02 is new: not serving yet"
+    );
+    assert_eq!(b.ejected(), ["i00", "i02"]);
+}
+
+/// An instance of the update property test: id, version, colour, zone.
+fn arb_instance() -> impl Strategy<Value = Instance> {
+    (0u8..24, 0u8..3, 0u8..3, any::<bool>()).prop_map(|(id, version, color, zone)| {
+        let mut instance = inst(&format!("i{id:02}"))
+            .with_version(["", "v1", "v2"][version as usize])
+            .with_metadata("zone", if zone { "z1" } else { "z2" });
+        if color > 0 {
+            instance = instance.with_metadata("color", ["", "blue", "red"][color as usize]);
+        }
+        instance
+    })
+}
+
+/// What every route of interest resolves to: the ids a round robin cycle
+/// reaches, or the error.
+fn view(b: &Balancer) -> Vec<Result<Vec<String>, Error>> {
+    let mut out = Vec::new();
+    for version in [None, Some("v1"), Some("v2"), Some("v3")] {
+        for color in [None, Some("blue"), Some("red"), Some("green")] {
+            let mut route = Route::new();
+            route.version = version.map(str::to_string);
+            route.color = color.map(str::to_string);
+            out.push(match b.pick(&route) {
+                Err(e) => Err(e),
+                Ok(pick) => {
+                    drop(pick);
+                    Ok(picks(b, &route))
+                }
+            });
+        }
+    }
+    out
+}
+
+proptest! {
+    /// Snapshots applied one after the other as diffs, with health verdicts
+    /// in between, leave the balancer exactly where a balancer built from
+    /// the last snapshot with the same verdicts starts.
+    #[test]
+    fn updates_applied_as_diffs_match_a_fresh_build(
+        steps in prop::collection::vec(
+            (
+                prop::collection::vec(arb_instance(), 0..16),
+                prop::collection::vec((0u8..24, any::<bool>()), 0..6),
+            ),
+            1..8,
+        ),
+    ) {
+        let zoned = || builder("round_robin").zone("z1");
+        let b = zoned().build(snap(vec![]));
+        let mut down = std::collections::BTreeSet::new();
+        for (instances, verdicts) in &steps {
+            b.update(snap(instances.clone()));
+            for (id, serving) in verdicts {
+                let id = format!("i{id:02}");
+                let health = if *serving { Health::Serving } else { Health::NotServing };
+                if b.set_health(&id, health) {
+                    if *serving { down.remove(&id); } else { down.insert(id); }
+                }
+            }
+            down.retain(|id| b.snapshot().instance(id).is_some());
+        }
+        let fresh = zoned().build(b.snapshot());
+        for id in &down {
+            fresh.set_health(id, Health::NotServing);
+        }
+        prop_assert_eq!(b.ejected(), fresh.ejected());
+        prop_assert_eq!(view(&b), view(&fresh));
+    }
 }

@@ -20,12 +20,12 @@ use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap},
     sync::{
-        Arc, Mutex, PoisonError,
+        Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering::Relaxed},
     },
 };
 
-use crate::balance::{Candidate, Context, Picker, Policy};
+use crate::balance::{Candidates, Context, Picker, Policy};
 
 /// Longest cycle precomputed (4 MiB of indices).
 const MAX_CYCLE: u64 = 1 << 20;
@@ -62,7 +62,7 @@ impl Policy for Weighted {
         "weighted"
     }
 
-    fn picker(&self, candidates: &[Arc<Candidate>]) -> Box<dyn Picker> {
+    fn picker(&self, candidates: &Candidates) -> Box<dyn Picker> {
         let weights: Vec<u64> = candidates.iter().map(|c| u64::from(c.weight())).collect();
         let mut smooth = Smooth::new(&weights);
         if smooth.total > MAX_CYCLE {

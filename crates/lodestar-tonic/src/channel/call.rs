@@ -1,0 +1,143 @@
+//! The call path: the last stage of the channel (resolve -> pool ->
+//! balance). Route from the headers, wait (bounded) until a call can go
+//! anywhere, pick, send on the picked instance's connection, and retry a
+//! call hyper handed back unsent on another instance.
+
+use std::{fmt, time::Duration};
+
+use http::{Request, Response};
+use lodestar::balance::{self, Balancer, Route};
+use tokio::time::Instant;
+use tonic::{Status, body::Body};
+
+use super::{body, pool::Pool};
+
+/// What a call needs; one per channel, shared by its clones.
+#[derive(Debug)]
+pub(super) struct Caller {
+    pub(super) service: String,
+    pub(super) registry: String,
+    pub(super) retries: usize,
+    pub(super) ready_timeout: Duration,
+    pub(super) balancer: Balancer,
+    pub(super) pool: Pool,
+}
+
+/// Whether a call may go now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Readiness {
+    /// Some instance is usable, or none has been for the whole ready
+    /// timeout and calls fail at once (linkerd2-proxy's fail-fast).
+    Go,
+    /// None is usable yet: wait until one is, at most until then.
+    WaitUntil(Instant),
+}
+
+// === impl Caller ===
+
+impl Caller {
+    /// Whether a call may go now.
+    pub(super) fn readiness(&self) -> Readiness {
+        let ready = self.pool.ready();
+        let deadline = ready.since + self.ready_timeout;
+        if ready.usable || Instant::now() >= deadline {
+            Readiness::Go
+        } else {
+            Readiness::WaitUntil(deadline)
+        }
+    }
+
+    /// Resolves when some instance is usable or at `deadline`.
+    pub(super) fn wait(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        let mut ready = self.pool.watch_ready();
+        async move {
+            let usable = ready.wait_for(|r| r.usable);
+            let _ = tokio::time::timeout_at(deadline, usable).await;
+        }
+    }
+
+    pub(super) async fn call(&self, mut request: Request<Body>) -> Result<Response<Body>, Status> {
+        let route = Route::from_headers(request.headers());
+        if let Readiness::WaitUntil(deadline) = self.readiness() {
+            self.wait(deadline).await;
+        }
+        let mut attempts = 0;
+        loop {
+            let pick = self
+                .balancer
+                .pick(&route)
+                .map_err(|e| self.unavailable(&route, &e))?;
+            let id = &pick.instance().id;
+            let unsent = match self.pool.target(id, &mut request) {
+                Some(mut sender) => match sender.try_send_request(request).await {
+                    Ok(response) => return Ok(body::record(response, pick)),
+                    Err(mut error) => match error.take_message() {
+                        Some(request) => {
+                            tracing::debug!(%id, error = %error.error(), "call not sent; trying another instance");
+                            request
+                        }
+                        None => {
+                            pick.failure();
+                            let error = error.into_error();
+                            return Err(Status::unavailable(format!("{}: {error}", self.service)));
+                        }
+                    },
+                },
+                None => request,
+            };
+            // Never sent: the instance is not usable right now.
+            self.pool.unusable(id);
+            drop(pick);
+            request = unsent;
+            attempts += 1;
+            if attempts > self.retries {
+                return Err(Status::unavailable(format!(
+                    "{}: no instance could take the call after {attempts} attempts",
+                    self.service
+                )));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A pick failed: the balancer's reason, and, when no instance has been
+    /// usable for the ready timeout, that too.
+    fn unavailable(&self, route: &Route, error: &balance::Error) -> Status {
+        if self.pool.ready().usable {
+            return Status::unavailable(format!("{error} (registry {})", self.registry));
+        }
+        Status::unavailable(format!(
+            "no instance of {} (route {}) became usable within {:?} from registry {}: {error}",
+            self.service,
+            Described(route),
+            self.ready_timeout,
+            self.registry
+        ))
+    }
+}
+
+/// A route as an operator reads it.
+struct Described<'a>(&'a Route);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Route {
+            version,
+            color,
+            hash_key,
+        } = self.0;
+        let parts: Vec<String> = [
+            ("version", version),
+            ("color", color),
+            ("hash key", hash_key),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name} {v}")))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("any")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
