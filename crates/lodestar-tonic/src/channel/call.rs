@@ -6,7 +6,7 @@
 use std::{fmt, time::Duration};
 
 use http::{Request, Response};
-use lodestar::balance::{self, Balancer, Route};
+use lodestar::balance::{self, Balancer, Pick, Route};
 use tokio::time::Instant;
 use tonic::{Status, body::Body};
 
@@ -21,6 +21,12 @@ pub(super) struct Caller {
     pub(super) ready_timeout: Duration,
     pub(super) balancer: Balancer,
     pub(super) pool: Pool,
+}
+
+/// What became of one attempt.
+enum Sent {
+    Done(Response<Body>),
+    Unsent(Request<Body>),
 }
 
 /// Whether a call may go now.
@@ -61,42 +67,48 @@ impl Caller {
         if let Readiness::WaitUntil(deadline) = self.readiness() {
             self.wait(deadline).await;
         }
-        let mut attempts = 0;
-        loop {
+        let attempts = self.retries.saturating_add(1);
+        for _ in 0..attempts {
             let pick = self
                 .balancer
                 .pick(&route)
                 .map_err(|e| self.unavailable(&route, &e))?;
-            let id = &pick.instance().id;
-            let unsent = match self.pool.target(id, &mut request) {
-                Some(mut sender) => match sender.try_send_request(request).await {
-                    Ok(response) => return Ok(body::record(response, pick)),
-                    Err(mut error) => match error.take_message() {
-                        Some(request) => {
-                            tracing::debug!(%id, error = %error.error(), "call not sent; trying another instance");
-                            request
-                        }
-                        None => {
-                            pick.failure();
-                            let error = error.into_error();
-                            return Err(Status::unavailable(format!("{}: {error}", self.service)));
-                        }
-                    },
-                },
-                None => request,
+            request = match self.send(pick, request).await? {
+                Sent::Done(response) => return Ok(response),
+                Sent::Unsent(request) => request,
             };
-            // Never sent: the instance is not usable right now.
-            self.pool.unusable(id);
-            drop(pick);
-            request = unsent;
-            attempts += 1;
-            if attempts > self.retries {
-                return Err(Status::unavailable(format!(
-                    "{}: no instance could take the call after {attempts} attempts",
-                    self.service
-                )));
-            }
             tokio::task::yield_now().await;
+        }
+        Err(Status::unavailable(format!(
+            "{}: no instance could take the call after {attempts} attempts",
+            self.service
+        )))
+    }
+
+    /// Sends on the picked instance's connection. A request that was never
+    /// sent (no live connection, or handed back by hyper) comes back, and
+    /// the instance leaves rotation at once; one that may have run is never
+    /// retried.
+    async fn send(&self, pick: Pick, mut request: Request<Body>) -> Result<Sent, Status> {
+        let id = &pick.instance().id;
+        let Some(mut sender) = self.pool.target(id, &mut request) else {
+            self.pool.unusable(id);
+            return Ok(Sent::Unsent(request));
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(Sent::Done(body::record(response, pick))),
+            Err(mut error) => match error.take_message() {
+                Some(request) => {
+                    tracing::debug!(%id, error = %error.error(), "call not sent; trying another instance");
+                    self.pool.unusable(id);
+                    Ok(Sent::Unsent(request))
+                }
+                None => {
+                    pick.failure();
+                    let error = error.into_error();
+                    Err(Status::unavailable(format!("{}: {error}", self.service)))
+                }
+            },
         }
     }
 

@@ -489,8 +489,8 @@ impl Shared {
     }
 
     fn add(&self, state: &mut State, instance: Arc<Instance>, now: u64) {
-        let load = Arc::new(Load::new(self.ewma, now));
-        load.set_serving(self.initial_health == Health::Serving);
+        let serving = self.initial_health == Health::Serving;
+        let load = Arc::new(Load::new(self.ewma, now, serving));
         let in_rotation = !load.ejected(now);
         let candidate = self.candidate(instance, load);
         state.table.insert(&candidate, in_rotation);

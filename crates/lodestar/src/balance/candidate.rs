@@ -321,10 +321,8 @@ mod tests {
 
     fn candidate(id: u32) -> Arc<Candidate> {
         let instance = Instance::new("echo", format!("i{id:06}"));
-        let load = Load::new(
-            Ewma::new(Duration::from_millis(30), Duration::from_secs(10)),
-            1,
-        );
+        let ewma = Ewma::new(Duration::from_millis(30), Duration::from_secs(10));
+        let load = Load::new(ewma, 1, true);
         Arc::new(Candidate::new(
             Arc::new(instance),
             100,

@@ -127,10 +127,13 @@ impl Table {
     }
 
     fn place<'a>(&self, candidate: &'a Arc<Candidate>, in_rotation: bool) -> Place<'a> {
-        let zone = candidate.instance().zone();
+        let local = self
+            .zone
+            .as_deref()
+            .is_some_and(|zone| candidate.instance().zone() == Some(zone));
         Place {
             candidate,
-            local: self.zone.is_some() && zone == self.zone.as_deref(),
+            local,
             in_rotation,
         }
     }
@@ -283,6 +286,10 @@ impl CandidateSet {
     /// The members changed: the picker is built again on the next pick. A
     /// published table keeps the one it shares.
     fn reset_picker(&mut self) {
+        // Neither built nor shared (a set being filled): nothing to reset.
+        if Arc::strong_count(&self.picker) == 1 && self.picker.get().is_none() {
+            return;
+        }
         match Arc::get_mut(&mut self.picker) {
             Some(picker) => drop(picker.take()),
             None => self.picker = Arc::default(),
