@@ -141,7 +141,9 @@ impl Registrar for LodestarRegistry {
 
     fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
         let (service, id) = (service.to_string(), id.to_string());
-        Box::pin(async move { register::cancel(&self.shared, &service, &id).await })
+        Box::pin(async move {
+            register::cancel(&self.shared, &self.shared.config.zone, &service, &id).await
+        })
     }
 }
 

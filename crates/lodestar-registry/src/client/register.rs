@@ -33,6 +33,7 @@ struct Renewer {
 #[derive(Debug)]
 struct RenewLease {
     shared: Arc<Shared>,
+    zone: String,
     service: String,
     id: String,
     task: Option<JoinHandle<()>>,
@@ -51,7 +52,9 @@ pub(super) async fn register(
     record.ttl = config.ttl.map_or(0, |ttl| ttl.as_secs().max(1));
     let renewer = Renewer {
         register_form: record.to_register_form(false),
-        renew_form: key_form(&shared, &instance.service, &instance.id),
+        // Discovery finds an instance by zone too: renew and cancel in the
+        // zone it was registered in (its own `zone`, else the URL's).
+        renew_form: key_form(&shared, &record.zone, &instance.service, &instance.id),
         shared: shared.clone(),
     };
     let every = config.renew_every();
@@ -65,6 +68,7 @@ pub(super) async fn register(
     let task = tokio::spawn(driver.run().instrument(span));
     let lease = RenewLease {
         shared,
+        zone: record.zone.clone(),
         service: instance.service.clone(),
         id: instance.id.clone(),
         task: Some(task),
@@ -73,10 +77,15 @@ pub(super) async fn register(
     Ok(Registration::new(instance, rx, Box::new(lease)))
 }
 
-/// Removes `service`/`id`; whether it was there.
-pub(super) async fn cancel(shared: &Shared, service: &str, id: &str) -> Result<bool, Error> {
+/// Removes `service`/`id` of `zone`; whether it was there.
+pub(super) async fn cancel(
+    shared: &Shared,
+    zone: &str,
+    service: &str,
+    id: &str,
+) -> Result<bool, Error> {
     let reply = shared
-        .post("/discovery/cancel", key_form(shared, service, id))
+        .post("/discovery/cancel", key_form(shared, zone, service, id))
         .await?;
     match reply.code() {
         Some(Code::Ok) => Ok(true),
@@ -85,9 +94,9 @@ pub(super) async fn cancel(shared: &Shared, service: &str, id: &str) -> Result<b
     }
 }
 
-fn key_form(shared: &Shared, service: &str, id: &str) -> String {
+fn key_form(shared: &Shared, zone: &str, service: &str, id: &str) -> String {
     Form::new()
-        .pair("zone", &shared.config.zone)
+        .pair("zone", zone)
         .pair("env", &shared.config.env)
         .pair("appid", service)
         .pair("hostname", id)
@@ -141,7 +150,7 @@ impl Lease for RenewLease {
                 // `Deregistered`.
                 let _ = task.await;
             }
-            let result = cancel(&self.shared, &self.service, &self.id).await;
+            let result = cancel(&self.shared, &self.zone, &self.service, &self.id).await;
             self.state.send_replace(RegistrationState::Deregistered);
             result.map(drop)
         })
@@ -158,12 +167,13 @@ impl Drop for RenewLease {
         // Best effort: remove the record now rather than at eviction.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let shared = self.shared.clone();
-            let (service, id) = (
+            let (zone, service, id) = (
+                std::mem::take(&mut self.zone),
                 std::mem::take(&mut self.service),
                 std::mem::take(&mut self.id),
             );
             runtime.spawn(async move {
-                let _ = cancel(&shared, &service, &id).await;
+                let _ = cancel(&shared, &zone, &service, &id).await;
             });
         }
     }
