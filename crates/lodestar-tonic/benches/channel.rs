@@ -339,6 +339,7 @@ fn twins(registry: &Arc<MemoryRegistry>, force_pick: Option<Duration>) -> Channe
 }
 
 async fn share_with(registry: &Arc<MemoryRegistry>, time: Duration, force_pick: Option<Duration>) {
+    let interval = force_pick.map_or_else(|| "default".to_string(), |i| format!("{i:?}"));
     let (mut first, mut one, mut sixteen) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         let client = EchoClient::new(twins(registry, force_pick));
@@ -359,7 +360,7 @@ async fn share_with(registry: &Arc<MemoryRegistry>, time: Duration, force_pick: 
             .join(" ")
     };
     println!(
-        "p2c over 2 identical instances, share of the busier (3 fresh channels): first 300 calls c=1: {} | c=1 for {time:?}: {} | c=16 for {time:?}: {}",
+        "p2c over 2 identical instances, force pick {interval}, share of the busier (3 fresh channels): first 300 calls c=1: {} | c=1 for {time:?}: {} | c=16 for {time:?}: {}",
         show(&first),
         show(&one),
         show(&sixteen)
