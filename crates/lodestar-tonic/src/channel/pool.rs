@@ -194,7 +194,7 @@ impl Driver {
     /// Brings the balancer and the connections in line with a new snapshot.
     fn apply(&mut self, update: Update) {
         self.shared.balancer.update(update.snapshot.clone());
-        if self.unsettled.is_none() && !update.snapshot.is_empty() {
+        if self.unsettled.is_none() && !update.snapshot.instances().is_empty() {
             let ids = update.snapshot.instances().iter().map(|i| i.id.clone());
             self.unsettled = Some(ids.collect());
         }

@@ -461,16 +461,18 @@ impl Shared {
     /// true if the table changed.
     fn apply(&self, state: &mut State, snapshot: &Snapshot) -> bool {
         state.table.set_service(snapshot.service());
-        self.feedback.ejections.set_total(snapshot.len());
+        self.feedback
+            .ejections
+            .set_total(snapshot.instances().len());
         let now = self.feedback.clock.now();
-        if state.snapshot.is_empty() {
+        if state.snapshot.instances().is_empty() {
             // Everything is new: no diff to compute, and the records are
             // shared with the snapshot rather than copied out of it.
-            state.entries.reserve(snapshot.len());
+            state.entries.reserve(snapshot.instances().len());
             for instance in snapshot.instances().iter() {
                 self.add(state, instance.clone(), now);
             }
-            return !snapshot.is_empty();
+            return !snapshot.instances().is_empty();
         }
         let changes = snapshot.changes(&state.snapshot);
         let changed = !changes.is_empty();
