@@ -35,7 +35,7 @@
 //! | [`connect_timeout`](Builder::connect_timeout) | 3 s | TCP connect plus HTTP/2 handshake |
 //! | [`default_rtt`](Builder::default_rtt) | 30 ms | latency assumed for an instance not measured yet (p2c) |
 //! | [`decay`](Builder::decay) | 10 s | peak-EWMA decay window (p2c) |
-//! | [`force_pick`](Builder::force_pick) | 1 s | an instance not picked for this long is picked when drawn (p2c) |
+//! | [`force_pick`](Builder::force_pick) | 250 ms | an instance not picked for this long is picked when drawn (p2c) |
 //!
 //! # How it is built
 //!

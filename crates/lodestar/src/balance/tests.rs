@@ -212,7 +212,9 @@ async fn without_forced_picks_one_slow_call_starves_an_endpoint() {
 
 #[tokio::test(start_paused = true)]
 async fn a_losing_endpoint_is_forced_once_per_interval() {
-    let b = builder("p2c").build(snap(ids(2)));
+    let b = builder("p2c")
+        .force_pick(Duration::from_secs(1))
+        .build(snap(ids(2)));
     // i00 is slow, i01 fast; both past their warm-up probes.
     let latency = |id: &str, _| if id == "i00" { 50_000 } else { 1_000 };
     let warm = simulate(&b, 1, latency, 6).await;
