@@ -57,6 +57,9 @@ impl Policy for P2c {
     }
 }
 
+/// Costs within this factor of each other count as equal.
+const TIE: f64 = 1.25;
+
 // === impl P2cPicker ===
 
 impl Picker for P2cPicker {
@@ -65,11 +68,15 @@ impl Picker for P2cPicker {
             return 0;
         }
         let (a, b) = cx.pair();
-        let (winner, loser) = if cx.cost(b) < cx.cost(a) {
-            (b, a)
-        } else {
-            (a, b)
-        };
+        let (cost_a, cost_b) = (cx.cost(a), cx.cost(b));
+        // Costs this close are noise between equal replicas, and at low
+        // concurrency nothing in flight separates them: the first drawn (a
+        // random one) wins, so twins share calls instead of the one with
+        // the luckier last sample taking them all.
+        if cost_a.max(cost_b) <= cost_a.min(cost_b) * TIE {
+            return a;
+        }
+        let (winner, loser) = if cost_b < cost_a { (b, a) } else { (a, b) };
         if cx.force_pick(loser) { loser } else { winner }
     }
 }

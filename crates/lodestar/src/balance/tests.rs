@@ -230,6 +230,16 @@ async fn a_losing_endpoint_is_forced_once_per_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn near_equal_endpoints_share_calls_one_at_a_time() {
+    // 10 % apart is noise between twins: neither takes them all.
+    let b = builder("p2c").force_pick(Duration::MAX).build(snap(ids(2)));
+    let latency = |id: &str, _| if id == "i00" { 1_100 } else { 1_000 };
+    let counts = simulate(&b, 1, latency, 1_000).await;
+    let busier = counts.values().copied().max().unwrap_or(0);
+    assert!((500..=650).contains(&busier), "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_idle_estimate_decays_until_the_endpoint_is_tried_again() {
     // No forced picks: only peak-EWMA's decay brings a slow endpoint back.
     let b = builder("p2c")
