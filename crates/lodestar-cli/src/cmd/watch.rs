@@ -1,6 +1,6 @@
 //! `lodestar watch`: follow a service as it changes.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use lodestar::{Change, Snapshot};
@@ -28,7 +28,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         .watch(&args.service)
         .await
         .with_context(|| format!("watching {}", args.service))?;
-    let mut last = Snapshot::new(&args.service, 0, Vec::new(), 0);
+    let mut last = Arc::new(Snapshot::new(&args.service, 0, Vec::new(), 0));
     let mut first = true;
     loop {
         let snapshot = tokio::select! {
@@ -46,7 +46,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         for change in snapshot.changes(&last) {
             print_change(&change, snapshot.revision(), args.json);
         }
-        last = Snapshot::clone(&snapshot);
+        last = snapshot;
     }
 }
 
