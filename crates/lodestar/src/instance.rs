@@ -38,6 +38,10 @@ pub const COLOR: &str = "color";
 pub const WEIGHT: &str = "weight";
 /// Metadata key of the zone (availability zone, data centre...).
 pub const ZONE: &str = "zone";
+/// Metadata key of the traffic status an operator set: `up` (or absent) or
+/// `down` (no new calls from any client). Backends merge an operator's
+/// [`Override`](crate::Override) into the instance under this key.
+pub const STATUS: &str = "status";
 /// The weight of an instance that does not say.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -126,6 +130,14 @@ impl Instance {
             .get(ZONE)
             .map(String::as_str)
             .filter(|z| !z.is_empty())
+    }
+
+    /// Whether an operator took the instance out of traffic
+    /// ([`STATUS`] is `down`): clients send it no new calls.
+    pub fn is_down(&self) -> bool {
+        self.metadata
+            .get(STATUS)
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case("down"))
     }
 
     /// The balancing weight: [`DEFAULT_WEIGHT`] when absent, an error when

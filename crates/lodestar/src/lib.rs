@@ -61,7 +61,7 @@ pub mod url;
 pub use discovery::{Change, Discovery, Snapshot, Watch};
 pub use error::{BoxError, Error, ErrorChain};
 pub use instance::{Endpoint, Instance};
-pub use registry::{Registrar, Registration, RegistrationState, Registry};
+pub use registry::{Override, Registrar, Registration, RegistrationState, Registry, Status};
 pub use subscriber::{Subscriber, Subscription};
 
 /// A boxed, sendable future: the return type of the backend traits, so they

@@ -16,8 +16,9 @@
 
 pub mod keepalive;
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{BoxFuture, Discovery, Error, Instance};
@@ -41,6 +42,115 @@ pub trait Registrar: Send + Sync + fmt::Debug {
     /// up after a crash without waiting for the TTL. To take a live instance
     /// out of traffic, an operator sets it down instead.
     fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>>;
+
+    /// Applies an operator's [`Override`] to `service`/`id` without touching
+    /// its owner's record: the fields it gives replace those of any override
+    /// already in force, the others stay. Every client's snapshot shows the
+    /// result (status under [`STATUS`](crate::instance::STATUS), weight under
+    /// [`WEIGHT`](crate::instance::WEIGHT)). `false` if no such instance is
+    /// registered (nothing is written then).
+    fn set(&self, service: &str, id: &str, change: Override) -> BoxFuture<'_, Result<bool, Error>> {
+        let _ = (service, id, change);
+        Box::pin(async { Err(Error::Config("this registry does not support set".into())) })
+    }
+
+    /// Removes every operator override of `service`/`id`: the owner's record
+    /// is in force again. `false` if there was none.
+    fn clear(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let _ = (service, id);
+        Box::pin(async { Err(Error::Config("this registry does not support clear".into())) })
+    }
+}
+
+/// An operator's change to an instance's traffic settings, kept apart from
+/// the owner's record so the owner re-registering does not undo it. `None`
+/// fields are left as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Override {
+    /// Up or down (down: no new calls from any client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// The balancing weight, a positive integer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Metadata entries to set over the owner's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An instance's traffic status, as an operator sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// In traffic (the default).
+    Up,
+    /// Out of traffic: clients send it no new calls; calls in flight finish.
+    Down,
+}
+
+// === impl Override ===
+
+impl Override {
+    /// An override that changes nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the status.
+    pub fn with_status(mut self, status: Status) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets the weight.
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Sets a metadata entry.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.weight.is_none() && self.metadata.is_empty()
+    }
+}
+
+// === impl Status ===
+
+impl Status {
+    /// `up` or `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "up" => Ok(Status::Up),
+            "down" => Ok(Status::Down),
+            other => Err(Error::Config(format!(
+                "status {other:?} is neither up nor down"
+            ))),
+        }
+    }
 }
 
 /// A registry: both halves, announcing ([`Registrar`]) and following
