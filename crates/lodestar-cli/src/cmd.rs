@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod call;
+pub(crate) mod dashboard;
 pub(crate) mod demo;
 pub(crate) mod list;
 pub(crate) mod register;

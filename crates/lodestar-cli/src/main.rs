@@ -52,6 +52,8 @@ enum Command {
     ServeEcho(cmd::serve_echo::Args),
     /// Drive echo calls through the balanced channel; print distribution, errors, latency.
     Call(cmd::call::Args),
+    /// Serve the web console: services, instances, subscribers, live changes, registry nodes; traffic control with --allow-writes.
+    Dashboard(cmd::dashboard::Args),
     /// The whole story in one process: a built-in registry node, echo servers, balanced calls, a rolling restart.
     Demo(cmd::demo::Args),
 }
@@ -96,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeEcho(args) => cmd::serve_echo::run(&cli.registry, args).await,
         Command::Call(args) => cmd::call::run(&cli.registry, args).await,
         Command::Demo(args) => cmd::demo::run(args).await,
+        Command::Dashboard(args) => cmd::dashboard::run(&cli.registry, args).await,
         Command::Registry(args) => cmd::registry::run(args).await,
     }
 }
