@@ -139,9 +139,13 @@ function nodeCard(addr, view) {
       <p class="status-down">not answering: ${esc(view.error || "not asked yet")}</p></div>`;
   }
   const p = s.protection;
-  const renews = p.renews_last_window ?? p.renews_current;
-  const expected = p.expected_last_window ?? p.expected_now;
+  const whole = p.renews_last_window != null;
+  const renews = whole ? p.renews_last_window : p.renews_current;
+  const expected = whole ? p.expected_last_window : p.expected_now;
   const scale = Math.max(expected, renews, 1);
+  const counted = whole
+    ? `Renews in the last ${p.window_secs}s window: <b>${renews}</b>`
+    : `No whole ${p.window_secs}s window yet: <b>${renews}</b> renews in the first ${Math.round(p.current_elapsed_secs)}s`;
   const peers = s.peers.map((peer) => `<tr><td class="mono">${esc(peer.addr)}</td><td>${esc(peer.zone)}</td>
     <td class="${peer.up ? "status-up" : "status-down"}">${peer.up ? "replicating" : "unreachable"}</td>
     <td>${peer.queued}</td><td>${peer.dropped}</td></tr>`).join("");
@@ -149,10 +153,10 @@ function nodeCard(addr, view) {
     <h3>${esc(addr)} <small class="muted">zone ${esc(s.zone)} · env ${esc(s.env)}</small></h3>
     <p>${s.ready ? "serving" : "warming up"} · ${s.instances} instances ·
       ${view.error ? `<span class="status-down">last request failed: ${esc(view.error)}</span>` : `answered ${age(view.last_ok)} ago`}</p>
-    <p class="protection">Renews in the last ${p.window_secs}s window: <b>${renews}</b>
+    <p class="protection">${counted}
       against a threshold of <b>${Math.round(expected * p.threshold)}</b>
       (${Math.round(p.threshold * 100)} % of ${Math.round(expected)} expected) ·
-      ${p.renews_current} so far in this window ·
+      ${whole ? `${p.renews_current} so far in this window · ` : ""}
       self-protection <b class="${p.protecting ? "status-down" : "status-up"}">${p.protecting ? "ON" : "off"}</b></p>
     <div class="meter"><span style="width:${(100 * renews / scale).toFixed(1)}%"></span>
       <i style="left:${(100 * expected * p.threshold / scale).toFixed(1)}%"></i></div>

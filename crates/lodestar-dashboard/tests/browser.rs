@@ -1,0 +1,244 @@
+//! The page in headless Chromium: Debian's `chromium` driven by
+//! `playwright-core` (`tests/browser/driver.mjs`, installed by `cargo xtask
+//! setup`), against a dashboard over real registries and echo servers.
+//! A missing tool fails the test with what to run; nothing is skipped.
+//!
+//! The screenshots of docs/dashboard/ are taken here.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use lodestar_dashboard::Config;
+use lodestar_test_support::{EtcdNode, eventually};
+use support::{PATIENCE, dashboard, echo};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout, Command},
+};
+
+/// The headless browser, driven line by line.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// The browser's console errors, for failure messages.
+    logs: Vec<String>,
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Where the screenshots go: docs/dashboard/ at the workspace root.
+fn shot(name: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).display().to_string()
+}
+
+/// The system Chromium: `$CHROMIUM`, else `chromium` on PATH.
+fn chromium() -> PathBuf {
+    let named = std::env::var_os("CHROMIUM").map(PathBuf::from);
+    let found = named.or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("chromium"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "chromium not found (set CHROMIUM or install Debian's `chromium`): run `cargo xtask setup`"
+        )
+    })
+}
+
+impl Browser {
+    /// Opens `url` in a fresh headless Chromium.
+    async fn open(url: &str) -> Browser {
+        let dir = browser_dir();
+        assert!(
+            dir.join("node_modules/playwright-core").is_dir(),
+            "playwright-core is not installed in {}: run `cargo xtask setup` (it runs `npm ci` there)",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg("driver.mjs")
+            .arg(url)
+            .current_dir(&dir)
+            .env("CHROMIUM", chromium())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node ({e}): run `cargo xtask setup`"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut browser = Browser {
+            child,
+            stdin,
+            stdout,
+            logs: Vec::new(),
+        };
+        let ready = browser.answer().await;
+        assert!(ready.starts_with("ok ready"), "{ready}");
+        browser
+    }
+
+    /// The next answer that is not a log line.
+    async fn answer(&mut self) -> String {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), self.stdout.next_line())
+                .await
+                .expect("the driver answers within 30 s")
+                .unwrap()
+                .unwrap_or_else(|| panic!("the driver ended; browser log: {:?}", self.logs));
+            match line.strip_prefix("log ") {
+                Some(log) => self.logs.push(log.to_string()),
+                None => return line,
+            }
+        }
+    }
+
+    /// Runs one command; fails the test unless it succeeds.
+    async fn run(&mut self, command: &str) -> String {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = self.answer().await;
+        assert!(
+            answer.starts_with("ok "),
+            "{answer}\nbrowser log: {:?}",
+            self.logs
+        );
+        println!("{answer}");
+        answer
+    }
+
+    /// Closes the browser and checks the driver's exit and the page's errors.
+    async fn close(mut self) {
+        self.stdin.write_all(b"quit\n").await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the driver exits within 30 s")
+            .unwrap();
+        assert!(status.success(), "driver exit: {status}");
+        let errors: Vec<&String> = self
+            .logs
+            .iter()
+            // The unreachable registry's banner test kills etcd: requests
+            // the page makes meanwhile still succeed (the dashboard
+            // answers), so any error logged is the page's own.
+            .filter(|l| !l.contains("net::ERR_INCOMPLETE_CHUNKED_ENCODING"))
+            .collect();
+        assert!(errors.is_empty(), "page errors: {errors:?}");
+    }
+}
+
+/// The service list, a new instance appearing and a removed one
+/// disappearing without reload, the event feed, and the unreachable
+/// registry's banner when etcd is killed; on etcd.
+#[tokio::test]
+async fn the_page_follows_etcd_live_and_shows_an_unreachable_registry() {
+    let mut etcd = EtcdNode::start().await;
+    let registry = lodestar_connect::connect(&etcd.url()).await.unwrap();
+    let _a = echo(registry.clone(), "echo", "a", "v1").await;
+    let _other = echo(registry.clone(), "greeter", "g1", "v3").await;
+    let mut config = Config::new(etcd.url());
+    config.health_every = Duration::from_millis(500);
+    let served = dashboard(registry.clone(), config).await;
+    eventually("echo to be listed", PATIENCE, || async {
+        served.instances("echo").await.len() == 1
+    })
+    .await;
+
+    let mut page = Browser::open(&format!("http://{}/", served.addr)).await;
+    page.run(r#"wait #services tr[data-service="echo"]"#).await;
+    page.run(r#"wait #services tr[data-service="greeter"]"#)
+        .await;
+    page.run(r#"wait #live.on"#).await;
+    page.run(&format!("shot {}", shot("services.png"))).await;
+
+    page.run("hash /service/echo").await;
+    page.run(r#"wait #instances tr[data-id="a"]"#).await;
+    page.run(r#"text #instances tr[data-id="a"] .health || SERVING"#)
+        .await;
+
+    // A new instance appears without reload, with its join in the feed.
+    let b = echo(registry.clone(), "echo", "b", "v2").await;
+    page.run(r#"wait #instances tr[data-id="b"]"#).await;
+    page.run(r#"wait #feed li[data-kind="join"][data-id="b"]"#)
+        .await;
+    page.run(r#"text #instances tr[data-id="b"] .health || SERVING"#)
+        .await;
+    page.run(&format!("shot {}", shot("service.png"))).await;
+
+    // A removed one disappears.
+    b.stop().await;
+    page.run(r#"gone #instances tr[data-id="b"]"#).await;
+    page.run(r#"wait #feed li[data-kind="leave"][data-id="b"]"#)
+        .await;
+    page.run("same-page").await;
+
+    // etcd killed: the banner, with the last known state still shown.
+    etcd.kill();
+    page.run("wait #banner-unreachable").await;
+    page.run("text #banner-unreachable || Registry unreachable")
+        .await;
+    page.run("text #banner-unreachable || last known state")
+        .await;
+    page.run(r#"wait #instances tr[data-id="a"]"#).await;
+    page.run(&format!("shot {}", shot("unreachable.png"))).await;
+    page.run("same-page").await;
+    page.close().await;
+}
+
+/// The built-in registry's node view: two peered nodes, each with its
+/// peers' replication state and renews against the self-protection
+/// threshold.
+#[tokio::test]
+async fn the_page_shows_the_built_in_registry_nodes() {
+    use lodestar_registry::server::{Config as NodeConfig, Server};
+
+    let ports = [
+        lodestar_test_support::free_port(),
+        lodestar_test_support::free_port(),
+    ];
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let mut config = NodeConfig::new(([127, 0, 0, 1], *port).into());
+        config.peers = vec![format!("127.0.0.1:{}", ports[1 - i])];
+        config.zone = "sh001".into();
+        config.warmup = Duration::from_millis(500);
+        let server = Server::bind(config).await.unwrap();
+        nodes.push(tokio::spawn(server.serve(std::future::pending())));
+    }
+    let url = format!("lodestar://127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let registry = lodestar_connect::connect(&url).await.unwrap();
+    let _a = echo(registry.clone(), "echo", "a", "v1").await;
+    let _b = echo(registry.clone(), "echo", "b", "v1").await;
+    let served = dashboard(registry.clone(), Config::new(url)).await;
+
+    let mut page = Browser::open(&format!("http://{}/#/registry", served.addr)).await;
+    for port in ports {
+        page.run(&format!(
+            r#"wait .card.node[data-node="127.0.0.1:{port}"] .protection"#
+        ))
+        .await;
+        page.run(&format!(
+            r#"text .card.node[data-node="127.0.0.1:{port}"] || replicating"#
+        ))
+        .await;
+    }
+    page.run("text .card.node .protection || self-protection")
+        .await;
+    page.run(&format!("shot {}", shot("registry.png"))).await;
+    page.close().await;
+    for node in nodes {
+        node.abort();
+    }
+}
