@@ -197,7 +197,7 @@ async fn the_page_follows_etcd_live_and_shows_an_unreachable_registry() {
 
 /// The built-in registry's node view: two peered nodes, each with its
 /// peers' replication state and renews against the self-protection
-/// threshold.
+/// threshold, and the banner while self-protection is on.
 #[tokio::test]
 async fn the_page_shows_the_built_in_registry_nodes() {
     use lodestar_registry::server::{Config as NodeConfig, Server};
@@ -212,6 +212,10 @@ async fn the_page_shows_the_built_in_registry_nodes() {
         config.peers = vec![format!("127.0.0.1:{}", ports[1 - i])];
         config.zone = "sh001".into();
         config.warmup = Duration::from_millis(500);
+        // Nodes that expect a renew every second over 2 s windows, while
+        // clients renew every 30 s: self-protection turns on.
+        config.renew_interval = Duration::from_secs(1);
+        config.protect_window = Duration::from_secs(2);
         let server = Server::bind(config).await.unwrap();
         nodes.push(tokio::spawn(server.serve(std::future::pending())));
     }
@@ -232,9 +236,19 @@ async fn the_page_shows_the_built_in_registry_nodes() {
         ))
         .await;
     }
-    page.run("text .card.node .protection || self-protection")
+    // The renews of a whole window, under the threshold, and the banner.
+    page.run("text .card.node .protection || Renews in the last 2s window")
+        .await;
+    page.run("text .card.node .protection || self-protection ON")
+        .await;
+    page.run("wait #banner-protect").await;
+    page.run("text #banner-protect || Self-protection is on")
         .await;
     page.run(&format!("shot {}", shot("registry.png"))).await;
+    // The banner shows on the other pages too.
+    page.run("hash /").await;
+    page.run(r#"wait #services tr[data-service="echo"]"#).await;
+    page.run("wait #banner-protect").await;
     page.close().await;
     for node in nodes {
         node.abort();
