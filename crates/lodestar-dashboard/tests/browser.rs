@@ -255,29 +255,6 @@ async fn the_page_shows_the_built_in_registry_nodes() {
     }
 }
 
-/// The `lodestar` binary, built first (a no-op when fresh): cargo gives a
-/// package's tests the paths of its own binaries only.
-fn lodestar_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "lodestar-cli",
-            "--bin",
-            "lodestar",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build -p lodestar-cli");
-    assert!(status.success(), "building the lodestar binary failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug/lodestar")
-}
-
 /// Writes from the page: with the token and a name, setting an instance
 /// down takes it out of a running `lodestar call`'s distribution, and the
 /// write is in the audit list; on the built-in registry.
@@ -303,7 +280,7 @@ async fn setting_an_instance_down_from_the_page_takes_it_out_of_traffic() {
     })
     .await;
 
-    let call = Command::new(lodestar_binary())
+    let call = Command::new(support::lodestar_binary())
         .args([
             "--registry",
             &url,

@@ -3,7 +3,12 @@
 //! registry under test, and small HTTP and server-sent-events readers.
 #![allow(dead_code)] // each test file uses its own share of these helpers
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use lodestar::{Instance, Registry};
 use lodestar_dashboard::{Config, Dashboard};
@@ -45,6 +50,16 @@ pub async fn dashboard(registry: Arc<dyn Registry>, config: Config) -> Served {
 }
 
 impl Served {
+    /// A dashboard served elsewhere (another process) at `addr`: `stop`
+    /// and dropping do nothing to it.
+    pub fn at(addr: SocketAddr) -> Served {
+        Served {
+            addr,
+            stop: None,
+            task: tokio::spawn(async { Ok(()) }),
+        }
+    }
+
     /// `GET path`: status and JSON body (`Null` when not JSON).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = http::get(&self.addr.to_string(), path).await.expect("GET");
@@ -239,4 +254,27 @@ impl Drop for Echo {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The `lodestar` binary, built first (a no-op when fresh): cargo gives a
+/// package's tests the paths of its own binaries only.
+pub fn lodestar_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "lodestar-cli",
+            "--bin",
+            "lodestar",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("cargo build -p lodestar-cli");
+    assert!(status.success(), "building the lodestar binary failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug/lodestar")
 }
