@@ -26,9 +26,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         tick.tick().await;
         let listed = timeout(REQUEST_TIMEOUT, shared.registry.services()).await;
         let listed = listed.unwrap_or_else(|_| {
-            Err(Error::Config(format!(
-                "the registry did not answer within {REQUEST_TIMEOUT:?}"
-            )))
+            Err(Error::Timeout {
+                registry: shared.config.registry_url.clone(),
+                timeout: REQUEST_TIMEOUT,
+            })
         });
         match listed {
             Ok(services) => {
