@@ -254,3 +254,96 @@ async fn shows_the_built_in_registry_and_its_nodes() {
     .await;
     running.abort();
 }
+
+/// Writes on the built-in registry, which implements `set`: weight, down,
+/// clear, each seen in the dashboard's view and feed; and the health of an
+/// instance whose endpoint answers nothing.
+#[tokio::test]
+async fn writes_change_weight_and_status_on_the_built_in_registry() {
+    use lodestar::Instance;
+    use lodestar_registry::server::{Config as NodeConfig, Server};
+
+    let server = Server::bind(NodeConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let url = format!("lodestar://{}", server.local_addr().unwrap());
+    let node = tokio::spawn(server.serve(std::future::pending()));
+    let registry = lodestar_connect::connect(&url).await.unwrap();
+    let _a = echo(registry.clone(), "echo", "a", "v1").await;
+    // Nothing listens there.
+    let dead_port = lodestar_test_support::free_port();
+    let dead = Instance::new("echo", "dead")
+        .with_endpoint(format!("grpc://127.0.0.1:{dead_port}").parse().unwrap());
+    let _dead = registry.register(dead).await.unwrap();
+    let mut config = Config::new(url).with_writes("t");
+    config.health_every = Duration::from_millis(300);
+    let served = dashboard(registry.clone(), config).await;
+    eventually("a and dead to be listed", PATIENCE, || async {
+        served.instances("echo").await.len() == 2
+    })
+    .await;
+    eventually("dead's health to be UNREACHABLE", PATIENCE, || async {
+        let (_, body) = served.get("/api/services/echo").await;
+        let dead = &body["instances"][1];
+        dead["id"] == "dead" && dead["health"]["status"] == "UNREACHABLE"
+    })
+    .await;
+
+    let mut events = served.events().await;
+    let path = "/api/services/echo/instances/a";
+    let write = |body: serde_json::Value| {
+        let served = &served;
+        async move {
+            let (status, answer) = served.post(path, Some("t"), &body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    let a = || async {
+        let (_, body) = served.get("/api/services/echo").await;
+        body["instances"][0].clone()
+    };
+
+    write(json!({"who": "ann", "weight": 20})).await;
+    let event = events
+        .next_change("a's weight", |e| e["id"] == "a" && e["kind"] == "weight")
+        .await;
+    assert_eq!(event["detail"], "weight default -> 20", "{event}");
+    assert_eq!(a().await["weight"], 20);
+
+    write(json!({"who": "ann", "status": "down"})).await;
+    events
+        .next_change("a down", |e| e["id"] == "a" && e["kind"] == "down")
+        .await;
+    assert_eq!(a().await["status"], "down");
+    let (_, list) = served.get("/api/services").await;
+    assert_eq!(list["services"][0]["down"], 1, "{list}");
+
+    write(json!({"who": "bob", "clear": true})).await;
+    events
+        .next_change("a up", |e| e["id"] == "a" && e["kind"] == "up")
+        .await;
+    eventually("a's weight back to the default", PATIENCE, || async {
+        let a = a().await;
+        a["weight"] == 100 && a["status"] == "up"
+    })
+    .await;
+
+    // An unknown instance: 404, recorded.
+    let (status, body) = served
+        .post(
+            "/api/services/echo/instances/nope",
+            Some("t"),
+            &json!({"who": "ann", "status": "down"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (_, audit) = served.get("/api/audit").await;
+    let whats: Vec<&str> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(whats, ["status down", "clear", "status down", "weight 20"]);
+    node.abort();
+}
