@@ -71,10 +71,10 @@ pub(super) async fn clear(shared: &Shared, service: &str, id: &str) -> Result<bo
     let Some(record) = find(shared, service, id).await? else {
         return Ok(false);
     };
-    if !record
+    if record
         .metadata
         .get(OVERRIDE_KEY)
-        .is_some_and(|v| !v.is_empty())
+        .is_none_or(String::is_empty)
     {
         return Ok(false);
     }
