@@ -54,14 +54,17 @@ pub(crate) async fn run(shared: Arc<Shared>, seeds: Vec<String>) {
             });
         }
         let answers = asked.join_all().await;
-        store(&shared, answers);
-        shared.refresh();
+        if store(&shared, answers) {
+            shared.refresh();
+        }
     }
 }
 
-/// Records the answers, and the peers they name as nodes to ask next time.
-fn store(shared: &Shared, answers: Vec<(String, Result<Value, String>)>) {
+/// Records the answers, and the peers they name as nodes to ask next time;
+/// whether anything but the answers' times changed.
+fn store(shared: &Shared, answers: Vec<(String, Result<Value, String>)>) -> bool {
     let mut inner = shared.lock();
+    let before = views(&inner.nodes);
     let now = now_ms();
     for (addr, answer) in answers {
         let view = inner.nodes.entry(addr).or_insert(NodeView {
@@ -95,6 +98,22 @@ fn store(shared: &Shared, answers: Vec<(String, Result<Value, String>)>) {
             Err(e) => view.error = Some(e),
         }
     }
+    views(&inner.nodes) != before
+}
+
+/// The node views without their times, to tell a change. The window's
+/// elapsed time moves on every answer: left out too.
+fn views(nodes: &std::collections::BTreeMap<String, NodeView>) -> Vec<(String, Value, bool)> {
+    nodes
+        .iter()
+        .map(|(addr, view)| {
+            let mut status = view.status.clone().unwrap_or(Value::Null);
+            if let Some(p) = status.get_mut("protection").and_then(Value::as_object_mut) {
+                p.remove("current_elapsed_secs");
+            }
+            (addr.clone(), status, view.error.is_some())
+        })
+        .collect()
 }
 
 /// One node's `/lodestar/status`.

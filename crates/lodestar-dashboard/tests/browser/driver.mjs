@@ -4,9 +4,9 @@
 // Usage: node driver.mjs URL
 // The Rust test holds the scenario: it writes one command per line on stdin and
 // reads one answer per command on stdout, `ok ...` or `fail ...`:
-//   wait SELECTOR           until an element matches and is visible (5 s)
-//   gone SELECTOR           until no element matches (5 s)
-//   text SELECTOR || TEXT   until the element's text contains TEXT (5 s)
+//   wait SELECTOR           until an element matches and is visible (10 s)
+//   gone SELECTOR           until no element matches (10 s)
+//   text SELECTOR || TEXT   until the element's text contains TEXT (10 s)
 //   hash ROUTE              sets location.hash (in-page navigation, no reload)
 //   fill SELECTOR || VALUE  types VALUE into an input
 //   click SELECTOR          clicks
@@ -19,7 +19,8 @@ import readline from "node:readline";
 
 const url = process.argv[2];
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const TIMEOUT = 5000;
+// Generous: CI runs these beside other tests on two cores.
+const TIMEOUT = 10000;
 
 const browser = await chromium.launch({
   executablePath,

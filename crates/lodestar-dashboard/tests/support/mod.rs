@@ -205,6 +205,8 @@ impl Events {
 /// A real echo server (with gRPC health) registered as `service`/`id`.
 pub struct Echo {
     pub addr: SocketAddr,
+    /// Calls it received.
+    pub calls: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -223,8 +225,14 @@ pub async fn echo(registry: Arc<dyn Registry>, service: &str, id: &str, version:
         .await
         .unwrap();
     let addr = bound.local_addr();
-    let routes =
-        tonic::service::Routes::new(EchoServer::new(EchoService::new(bound.instance().clone())));
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = calls.clone();
+    let service =
+        EchoServer::with_interceptor(EchoService::new(bound.instance().clone()), move |request| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(request)
+        });
+    let routes = tonic::service::Routes::new(service);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = bound
@@ -235,12 +243,18 @@ pub async fn echo(registry: Arc<dyn Registry>, service: &str, id: &str, version:
     });
     Echo {
         addr,
+        calls,
         stop: Some(stop),
         task,
     }
 }
 
 impl Echo {
+    /// Calls received so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Releases gracefully: deregistered, then stopped.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
