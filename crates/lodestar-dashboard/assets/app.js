@@ -247,7 +247,15 @@ function addEvent(event) {
 
 function follow() {
   const source = new EventSource("/api/events");
-  source.onopen = () => { $("#live").textContent = "live"; $("#live").classList.add("on"); scheduleRender(); };
+  source.onopen = () => {
+    // Every connection starts with the events kept: the feed is rebuilt
+    // from them (a restarted dashboard numbers its events from 1 again).
+    state.seen.clear();
+    $("#feed").replaceChildren();
+    $("#live").textContent = "live";
+    $("#live").classList.add("on");
+    scheduleRender();
+  };
   source.onerror = () => { $("#live").textContent = "reconnecting"; $("#live").classList.remove("on"); };
   source.addEventListener("change", (m) => { addEvent(JSON.parse(m.data)); scheduleRender(); });
   source.addEventListener("refresh", () => scheduleRender());
