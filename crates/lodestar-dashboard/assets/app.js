@@ -112,7 +112,8 @@ async function serviceView(name) {
       <td>${esc(i.zone || "-")}</td>
       <td class="weight">${esc(i.weight)}</td>
       <td class="status status-${esc(i.status)}">${esc(i.status)}</td>
-      <td title="${esc(i.since_source)}">${i.since_ms ? `${age(i.since_ms)} ago` : "-"}</td>
+      <td class="since" title="${esc(i.since_source)}">${i.since_ms ? `${age(i.since_ms)} ago` : "-"}${
+        i.since_source.startsWith("first seen") ? ` <span class="muted">(seen)</span>` : ""}</td>
       <td class="health">${health}</td>${actions(name, i)}</tr>`;
   }).join("");
   let subscribers;
@@ -127,7 +128,7 @@ async function serviceView(name) {
   }
   return `<h2>${esc(name)} <small>${data.instances.length} instances · revision ${data.revision}</small></h2>
     <table id="instances"><thead><tr><th>ID</th><th>Endpoints</th><th>Version</th><th>Lane</th><th>Zone</th>
-    <th>Weight</th><th>Status</th><th>Seen since</th><th>Health</th>${writes ? "<th>Traffic</th>" : ""}</tr></thead>
+    <th>Weight</th><th>Status</th><th>Since</th><th>Health</th>${writes ? "<th>Traffic</th>" : ""}</tr></thead>
     <tbody>${rows || `<tr><td colspan="9" class="muted">No instance.</td></tr>`}</tbody></table>
     <h2>Subscribers</h2>${subscribers}`;
 }

@@ -130,8 +130,12 @@ async fn service(State(shared): AppState, Path(name): Path<String>) -> Response 
         .instances()
         .iter()
         .map(|i| {
-            let health = inner.health.get(&(name.clone(), i.id.clone()));
-            instance_json(i, service.first_seen.get(&i.id).copied(), health)
+            let key = (name.clone(), i.id.clone());
+            let since = match inner.registered.get(&key) {
+                Some(&ms) => Since::Registered(ms),
+                None => Since::FirstSeen(service.first_seen.get(&i.id).copied()),
+            };
+            instance_json(i, since, inner.health.get(&key))
         })
         .collect();
     Json(json!({
@@ -144,11 +148,20 @@ async fn service(State(shared): AppState, Path(name): Path<String>) -> Response 
     .into_response()
 }
 
-fn instance_json(
-    i: &Instance,
-    first_seen: Option<u64>,
-    health: Option<&crate::state::Health>,
-) -> Value {
+/// Since when an instance is there.
+enum Since {
+    /// The registry's record says when it registered (ms since the epoch).
+    Registered(u64),
+    /// When this dashboard first saw it: no backend's `Instance` says when
+    /// it registered.
+    FirstSeen(Option<u64>),
+}
+
+fn instance_json(i: &Instance, since: Since, health: Option<&crate::state::Health>) -> Value {
+    let (since_ms, since_source) = match since {
+        Since::Registered(ms) => (Some(ms), "registered (the registry's record)"),
+        Since::FirstSeen(ms) => (ms, "first seen by this dashboard"),
+    };
     let weight = match i.weight() {
         Ok(w) => json!(w),
         Err(e) => json!(e.0),
@@ -161,10 +174,8 @@ fn instance_json(
         "zone": i.zone(),
         "weight": weight,
         "status": events::status(i),
-        // No backend's record says when it registered: the dashboard tells
-        // when it first saw the instance.
-        "since_ms": first_seen,
-        "since_source": "first seen by this dashboard",
+        "since_ms": since_ms,
+        "since_source": since_source,
         "health": health,
         "metadata": i.metadata,
     })

@@ -18,6 +18,13 @@ use crate::state::{NodeView, Shared, now_ms};
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest status answer read.
 const MAX_BODY: usize = 1 << 20;
+/// Registration times are read (`/discovery/fetch/all`, every instance of
+/// the environment in one answer) only while the registry holds at most
+/// this many instances; a larger one shows when the dashboard first saw
+/// each instance instead.
+const MAX_REGISTERED: u64 = 5_000;
+/// The largest `/discovery/fetch/all` answer read.
+const MAX_ALL_BODY: usize = 16 << 20;
 /// The most nodes followed (the URL's and the peers they name).
 const MAX_NODES: usize = 64;
 
@@ -39,6 +46,7 @@ pub(crate) fn addresses(url: &str) -> Option<Vec<String>> {
 /// Asks every known node every `nodes_every`.
 pub(crate) async fn run(shared: Arc<Shared>, seeds: Vec<String>) {
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let env = env_of(&shared.config.registry_url);
     let mut tick = tokio::time::interval(shared.config.nodes_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -54,10 +62,66 @@ pub(crate) async fn run(shared: Arc<Shared>, seeds: Vec<String>) {
             });
         }
         let answers = asked.join_all().await;
-        if store(&shared, answers) {
+        let changed = store(&shared, answers);
+        if registered(&shared, &http, &env).await || changed {
             shared.refresh();
         }
     }
+}
+
+/// The `env` of a `lodestar://` URL (`?env=`), `dev` by default as in the
+/// client.
+fn env_of(url: &str) -> String {
+    url.split_once('?')
+        .into_iter()
+        .flat_map(|(_, query)| query.split('&'))
+        .find_map(|pair| pair.strip_prefix("env="))
+        .filter(|env| !env.is_empty())
+        .unwrap_or("dev")
+        .to_string()
+}
+
+/// Reads every instance's registration time from a node that answers
+/// (discovery's `reg_timestamp`, which the `lodestar://` client does not
+/// carry into `Instance`); whether any changed.
+async fn registered(shared: &Shared, http: &HttpClient, env: &str) -> bool {
+    let node = {
+        let inner = shared.lock();
+        inner
+            .nodes
+            .iter()
+            .filter(|(_, v)| v.error.is_none())
+            .find_map(|(addr, v)| {
+                let instances = v.status.as_ref()?["instances"].as_u64()?;
+                (instances <= MAX_REGISTERED).then(|| addr.clone())
+            })
+    };
+    let Some(node) = node else { return false };
+    let path = format!("/discovery/fetch/all?env={env}");
+    let Ok(all) = get(http, &node, &path, MAX_ALL_BODY).await else {
+        return false;
+    };
+    let mut times = std::collections::HashMap::new();
+    for (appid, instances) in all["data"].as_object().into_iter().flatten() {
+        for instance in instances.as_array().into_iter().flatten() {
+            let (Some(hostname), Some(ns)) = (
+                instance["hostname"].as_str(),
+                instance["reg_timestamp"].as_i64(),
+            ) else {
+                continue;
+            };
+            if ns > 0 {
+                times.insert(
+                    (appid.clone(), hostname.to_string()),
+                    (ns / 1_000_000) as u64,
+                );
+            }
+        }
+    }
+    let mut inner = shared.lock();
+    let changed = inner.registered != times;
+    inner.registered = times;
+    changed
 }
 
 /// Records the answers, and the peers they name as nodes to ask next time;
@@ -118,7 +182,12 @@ fn views(nodes: &std::collections::BTreeMap<String, NodeView>) -> Vec<(String, V
 
 /// One node's `/lodestar/status`.
 async fn status(http: &HttpClient, addr: &str) -> Result<Value, String> {
-    let uri: hyper::Uri = format!("http://{addr}/lodestar/status")
+    get(http, addr, "/lodestar/status", MAX_BODY).await
+}
+
+/// `GET path` from the node at `addr`, as JSON, bounded in time and size.
+async fn get(http: &HttpClient, addr: &str, path: &str, max: usize) -> Result<Value, String> {
+    let uri: hyper::Uri = format!("http://{addr}{path}")
         .parse()
         .map_err(|e| format!("bad node address {addr}: {e}"))?;
     let fetch = async {
@@ -126,7 +195,7 @@ async fn status(http: &HttpClient, addr: &str) -> Result<Value, String> {
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }
-        let body = Limited::new(response.into_body(), MAX_BODY)
+        let body = Limited::new(response.into_body(), max)
             .collect()
             .await
             .map_err(|e| e.to_string())?
@@ -151,5 +220,12 @@ mod tests {
         assert_eq!(addresses("lodestar://a:1/x"), Some(vec!["a:1".to_string()]));
         assert_eq!(addresses("etcd://a:1"), None);
         assert_eq!(addresses("lodestar://"), None);
+    }
+
+    #[test]
+    fn env_of_a_lodestar_url() {
+        assert_eq!(env_of("lodestar://a:1?zone=z&env=prod"), "prod");
+        assert_eq!(env_of("lodestar://a:1"), "dev");
+        assert_eq!(env_of("lodestar://a:1?env="), "dev");
     }
 }

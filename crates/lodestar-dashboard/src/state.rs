@@ -51,6 +51,9 @@ pub(crate) struct Inner {
     pub(crate) health: HashMap<(String, String), Health>,
     /// By node address: its `/lodestar/status`, or why it did not answer.
     pub(crate) nodes: BTreeMap<String, NodeView>,
+    /// By (service, id): when the registry's record says the instance
+    /// registered (ms since the epoch), where the registry tells.
+    pub(crate) registered: HashMap<(String, String), u64>,
     pub(crate) audit: Audit,
 }
 
@@ -112,6 +115,7 @@ impl Shared {
             events: Ring::new(config.max_events),
             health: HashMap::new(),
             nodes: BTreeMap::new(),
+            registered: HashMap::new(),
             audit: Audit::new(config.max_audit),
         };
         Self {

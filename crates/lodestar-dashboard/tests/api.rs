@@ -55,6 +55,8 @@ async fn follows_services_instances_and_changes_on_etcd() {
     assert_eq!(inst["weight"], 100);
     assert_eq!(inst["status"], "up");
     assert!(inst["since_ms"].as_u64().is_some(), "{inst}");
+    // etcd's records do not say when they registered.
+    assert_eq!(inst["since_source"], "first seen by this dashboard");
     assert_eq!(served.get("/api/services/nope").await.0, 404);
 
     // A new instance and a leaving one reach an open event stream.
@@ -222,6 +224,19 @@ async fn shows_the_built_in_registry_and_its_nodes() {
         served.get("/api/registry").await.1["nodes"][node.to_string()]["status"]["ready"] == true
     })
     .await;
+    // The registry's own registration time, from the node.
+    eventually("a's registration time from the node", PATIENCE, || async {
+        let (_, body) = served.get("/api/services/echo").await;
+        body["instances"][0]["since_source"] == "registered (the registry's record)"
+    })
+    .await;
+    let (_, body) = served.get("/api/services/echo").await;
+    let since = body["instances"][0]["since_ms"].as_u64().unwrap();
+    let now = lodestar::Subscriber::this_process("x").since * 1000;
+    assert!(
+        since <= now + 1000 && since + 60_000 > now,
+        "{since} vs {now}"
+    );
     let (_, view) = served.get("/api/registry").await;
     assert_eq!(view["builtin"], true);
     let status = &view["nodes"][node.to_string()]["status"];
