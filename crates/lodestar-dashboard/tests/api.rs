@@ -161,6 +161,11 @@ async fn writes_need_the_token_and_are_audited() {
     )
     .await;
     assert_eq!(served.get("/api/status").await.1["writes"], true);
+    // The serve helper registers once serving, in the background.
+    eventually("a to be listed", PATIENCE, || async {
+        served.instances("echo").await.len() == 1
+    })
+    .await;
     for token in [None, Some("wrong"), Some("s3cret-and-more")] {
         let (status, body) = served.post(path, token, &down).await;
         assert_eq!(status, 401, "{token:?}: {body}");
