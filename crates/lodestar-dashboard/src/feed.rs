@@ -81,8 +81,8 @@ fn unreached(shared: &Shared, error: &Error) {
 }
 
 /// Starts watches for services not followed yet; forgets followed services
-/// that are not listed and whose last snapshot is empty (their leaves are
-/// in the feed already).
+/// that are not listed and show nothing (their leaves are in the feed
+/// already).
 fn follow(shared: &Arc<Shared>, services: &BTreeMap<String, usize>, first: bool) {
     let mut inner = shared.lock();
     for name in services.keys() {
@@ -106,8 +106,10 @@ fn follow(shared: &Arc<Shared>, services: &BTreeMap<String, usize>, first: bool)
     }
 }
 
+/// Nothing to show: no snapshot yet (its watch failed or is starting) or
+/// an empty one.
 fn is_empty(service: &Service) -> bool {
-    service.snapshot.as_ref().is_some_and(|s| s.is_empty())
+    service.snapshot.as_ref().is_none_or(|s| s.is_empty())
 }
 
 /// Follows one service. `announce`: whether the instances of its first
