@@ -44,6 +44,10 @@ struct Cli {
     )]
     registry: String,
 
+    /// How to print: table, wide (every column), or json (one object per line; a command's --json says the same).
+    #[arg(long, short, global = true, value_enum, default_value_t = output::Format::Table)]
+    output: output::Format,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +80,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_format(cli.output);
     // The demo tells its own story; the others log their state changes.
     let default_filter = match cli.command {
         Command::Demo(_) => "warn",

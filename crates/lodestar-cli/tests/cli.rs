@@ -24,8 +24,13 @@ async fn help_lists_every_command() {
         "ls",
         "get",
         "watch",
+        "set",
+        "subscribers",
         "demo",
         "--registry",
+        "--output",
+        "Exit status:",
+        "3  the registry is unreachable",
     ] {
         assert!(
             out.stdout.contains(command),
@@ -163,9 +168,42 @@ async fn register_get_ls_watch_then_sigterm_deregisters() {
     assert_eq!(ids(&url, "echo").await, ["a"]);
     let table = run(&url, &["get", "echo"]).await;
     assert!(table.stdout.starts_with("ID"), "{}", table.stdout);
-    assert!(table.stdout.contains("grpc://127.0.0.1:50051") && table.stdout.contains("team=core"));
+    assert!(!table.stdout.contains('\x1b'), "no colour when piped");
+    let row: Vec<&str> = table
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            "a",
+            "grpc://127.0.0.1:50051",
+            "v1",
+            "blue",
+            "-",
+            "100",
+            "up"
+        ]
+    );
+    assert!(row[7].ends_with('s'), "an age in seconds: {row:?}");
+    let wide = run(&url, &["get", "echo", "-o", "wide"]).await;
+    assert!(wide.stdout.contains("team=core"), "{}", wide.stdout);
     let ls = run(&url, &["ls", "--json"]).await;
-    assert_eq!(ls.stdout.trim(), r#"{"instances":1,"service":"echo"}"#);
+    assert_eq!(
+        ls.stdout.trim(),
+        r#"{"down":0,"instances":1,"lanes":{"blue":1},"service":"echo","versions":{"v1":1}}"#
+    );
+    let ls = run(&url, &["ls"]).await;
+    assert_eq!(
+        ls.stdout.lines().collect::<Vec<_>>(),
+        [
+            "SERVICE  INSTANCES  DOWN  VERSIONS  LANES",
+            "echo     1          0     v1=1      blue=1"
+        ]
+    );
 
     // SIGTERM: deregistered at once (long before the 30 s TTL), exit 0.
     signal(&register, "-TERM");

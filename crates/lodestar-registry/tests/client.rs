@@ -31,11 +31,19 @@ async fn the_url_zone_fills_in_and_the_wire_keeps_the_top_level_colour() {
     let registry = connect(&format!("{}?zone=z9", node.url())).await;
     let _registration = registry.register(echo("echo-1")).await.unwrap();
     let snapshot = registry.get("echo").await.unwrap();
-    // The record survives the trip, with the zone of the URL added.
+    // The record survives the trip, with the zone of the URL added, and
+    // when the registry registered it.
     let mut expected = echo("echo-1").with_metadata("zone", "z9");
     expected.endpoints.sort();
     let mut seen = snapshot.instance("echo-1").unwrap().clone();
     seen.endpoints.sort();
+    let registered = seen.registered().expect("reg_timestamp as registered");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(registered) < 60, "{registered} vs now {now}");
+    seen.metadata.remove(lodestar::instance::REGISTERED);
     assert_eq!(seen, expected);
     // The wire record keeps discovery's top-level colour too.
     let (_, fetched) = node
@@ -68,7 +76,7 @@ async fn an_unreachable_registry_is_named() {
     );
 }
 
-/// An operator's `set status=2` takes an instance out of the watch without
+/// An operator's `set status=2` marks an instance down in the watch without
 /// killing it (discovery's way to drain one), and `status=1` puts it back.
 #[tokio::test]
 async fn set_status_2_marks_an_instance_down_in_the_watch() {

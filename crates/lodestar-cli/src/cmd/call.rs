@@ -49,7 +49,7 @@ pub(crate) struct Args {
     /// Latency the server should add to each call, in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     delay_ms: u32,
-    /// Print a JSON summary as the last line.
+    /// Print a JSON summary as the last line: {"ok", "errors", "by_instance", "latency_ms", "duration_s", "calls_per_second"}.
     #[arg(long)]
     json: bool,
 }
@@ -105,7 +105,8 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         errln!();
     }
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
-    report(&tally, started.elapsed(), args.json);
+    let json = crate::output::format(args.json) == crate::output::Format::Json;
+    report(&tally, started.elapsed(), json);
     Ok(if tally.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -233,6 +234,7 @@ fn report(tally: &Tally, elapsed: Duration, json: bool) {
         errln!("lodestar: {n} call(s) failed with {status}");
     }
     let latency = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)];
+    let rate = (tally.ok + errors) as f64 / elapsed.as_secs_f64().max(1e-3);
     if json {
         let latency: serde_json::Map<_, _> = latency
             .iter()
@@ -250,11 +252,12 @@ fn report(tally: &Tally, elapsed: Duration, json: bool) {
                 "errors": errors,
                 "by_instance": tally.by_instance,
                 "latency_ms": latency,
+                "duration_s": round(elapsed.as_secs_f64()),
+                "calls_per_second": (rate * 10.0).round() / 10.0,
             })
         );
         return;
     }
-    let rate = (tally.ok + errors) as f64 / elapsed.as_secs_f64().max(1e-3);
     outln!(
         "{} ok, {errors} errors in {:.2}s ({rate:.0} calls/s)",
         tally.ok,
