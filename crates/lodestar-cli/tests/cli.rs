@@ -519,3 +519,36 @@ async fn a_closed_stderr_does_not_kill_a_sidecar() {
     assert!(status.success(), "{status:?}");
     assert!(ids(&url, "echo").await.is_empty());
 }
+
+#[tokio::test]
+async fn register_json_prints_its_state_changes() {
+    let etcd = EtcdNode::start().await;
+    let url = etcd.url();
+    let mut register = lodestar(
+        &url,
+        &[
+            "register",
+            "--service",
+            "echo",
+            "--id",
+            "a",
+            "--endpoint",
+            "grpc://127.0.0.1:50051",
+            "--json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut events = BufReader::new(register.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&next_line(&mut events).await).unwrap();
+    assert_eq!(first["event"], "registered", "{first}");
+    assert_eq!(first["instance"]["id"], "a", "{first}");
+    signal(&register, "-TERM");
+    let last: serde_json::Value = serde_json::from_str(&next_line(&mut events).await).unwrap();
+    assert_eq!(
+        (&last["event"], &last["signal"]),
+        (&"deregistered".into(), &"SIGTERM".into()),
+        "{last}"
+    );
+    assert!(register.wait().await.unwrap().success());
+}
