@@ -90,4 +90,35 @@ async fn get_check_asks_each_instance_and_ls_counts_versions_lanes_and_down() {
     let get = run(&url, &["get", "echo"]).await;
     let b_row = get.stdout.lines().find(|l| l.starts_with("b ")).unwrap();
     assert!(b_row.contains(" down "), "{}", get.stdout);
+    assert!(!get.stdout.contains('\x1b'), "no colour when piped");
+
+    // On a terminal (a pty from util-linux's `script`): colour, unless NO_COLOR.
+    let coloured = on_a_terminal(&url, None).await;
+    assert!(coloured.contains("\x1b[1mID\x1b[0m"), "{coloured:?}");
+    assert!(coloured.contains("\x1b[31mdown\x1b[0m"), "{coloured:?}");
+    let plain = on_a_terminal(&url, Some("1")).await;
+    assert!(!plain.contains('\x1b'), "NO_COLOR: {plain:?}");
+    assert!(plain.contains("down"), "{plain:?}");
+}
+
+/// `lodestar get echo` on a pseudo-terminal; what it printed.
+async fn on_a_terminal(url: &str, no_color: Option<&str>) -> String {
+    let mut command = tokio::process::Command::new("script");
+    command
+        .args(["-qec", &format!("{BIN} get echo"), "/dev/null"])
+        .env("LODESTAR_REGISTRY", url)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("script finished in time")
+        .unwrap_or_else(|e| {
+            panic!("running util-linux's `script` (apt-get install bsdutils): {e}")
+        });
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
