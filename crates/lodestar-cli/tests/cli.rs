@@ -445,6 +445,18 @@ async fn subscribers_lists_the_clients_of_a_service() {
     let table = run(&url, &["subscribers", "echo"]).await;
     assert!(table.stdout.starts_with("CLIENT ID"), "{}", table.stdout);
     assert!(table.stdout.contains(&pid.to_string()), "{}", table.stdout);
+
+    // A call that ends takes its record with it (not at its lease's TTL).
+    let out = run(&url, &["call", "echo", "--count", "5"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(&url, &["subscribers", "echo", "--json"]).await;
+    let pids: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|s| s["pid"].clone())
+        .collect();
+    assert_eq!(pids, [serde_json::json!(pid)], "only the running caller");
 }
 
 #[tokio::test]

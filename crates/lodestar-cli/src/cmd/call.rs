@@ -54,6 +54,9 @@ pub(crate) struct Args {
     json: bool,
 }
 
+/// Time given to the channel's subscriber record to be removed at exit.
+const UNSUBSCRIBE: Duration = Duration::from_millis(150);
+
 /// What the workers gather.
 #[derive(Debug, Default)]
 struct Tally {
@@ -104,6 +107,11 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         progress.abort();
         errln!();
     }
+    // The channel removes its subscriber record in the background when it
+    // drops: give that a moment before the process exits, so `lodestar
+    // subscribers` does not go on listing a client that is gone.
+    drop(client);
+    tokio::time::sleep(UNSUBSCRIBE).await;
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     let json = crate::output::format(args.json) == crate::output::Format::Json;
     report(&tally, started.elapsed(), json);
