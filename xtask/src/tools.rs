@@ -66,6 +66,17 @@ pub const ETCD: Spec = Spec {
     min_version: Some((3, 4)),
 };
 
+/// util-linux's `script`: the CLI's colour test runs `lodestar` on a
+/// pseudo-terminal with it.
+pub const SCRIPT: Spec = Spec {
+    name: "script",
+    env_var: "SCRIPT_BIN",
+    package: "bsdutils",
+    manual: "install util-linux's script (Debian/Ubuntu package `bsdutils`) and put it on PATH, \
+             or set SCRIPT_BIN=/path/to/script",
+    min_version: None,
+};
+
 /// A tool that is present and works.
 #[derive(Debug, Clone)]
 pub struct FoundTool {
@@ -228,7 +239,7 @@ fn probe_version(spec: &Spec, path: &Path) -> Result<String, Failure> {
 /// apt-get when possible, and reports their versions.
 pub fn ensure(set: ToolSet) -> Result<Found, Failure> {
     let specs: &[&Spec] = match set {
-        ToolSet::All => &[&PROTOC, &ETCD],
+        ToolSet::All => &[&PROTOC, &ETCD, &SCRIPT],
         ToolSet::ProtocOnly => &[&PROTOC],
     };
     let path_var = env::var_os("PATH");

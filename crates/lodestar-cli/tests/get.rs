@@ -103,7 +103,9 @@ async fn get_check_asks_each_instance_and_ls_counts_versions_lanes_and_down() {
 
 /// `lodestar get echo` on a pseudo-terminal; what it printed.
 async fn on_a_terminal(url: &str, no_color: Option<&str>) -> String {
-    let mut command = tokio::process::Command::new("script");
+    // `cargo xtask test` finds or installs it and exports SCRIPT_BIN.
+    let script = std::env::var_os("SCRIPT_BIN").unwrap_or_else(|| "script".into());
+    let mut command = tokio::process::Command::new(script);
     command
         .args(["-qec", &format!("{BIN} get echo"), "/dev/null"])
         .env("LODESTAR_REGISTRY", url)
@@ -117,7 +119,10 @@ async fn on_a_terminal(url: &str, no_color: Option<&str>) -> String {
         .await
         .expect("script finished in time")
         .unwrap_or_else(|e| {
-            panic!("running util-linux's `script` (apt-get install bsdutils): {e}")
+            panic!(
+                "running util-linux's `script` (`cargo xtask setup` installs it, or \
+                 apt-get install bsdutils): {e}"
+            )
         });
     assert!(output.status.success(), "{output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
