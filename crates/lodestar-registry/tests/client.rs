@@ -111,3 +111,45 @@ async fn set_status_2_marks_an_instance_down_in_the_watch() {
     })
     .await;
 }
+
+/// An application whose every instance is down stays in the watch, marked
+/// down, and follows further changes (polls answer up instances only).
+#[tokio::test]
+async fn a_watch_follows_an_application_with_every_instance_down() {
+    use lodestar::{Override, Status};
+    let node = start(|_| {}).await;
+    let registry = connect(&node.url()).await;
+    let _a = registry.register(echo("a")).await.unwrap();
+    let watch = registry.watch("echo").await.unwrap();
+    let down = Override::new().with_status(Status::Down);
+    assert!(registry.set("echo", "a", down).await.unwrap());
+    eventually("a down in the watch", PATIENCE, || async {
+        watch.latest().instance("a").is_some_and(|a| a.is_down())
+    })
+    .await;
+    // A change while every instance is down still reaches the watch.
+    let weight = Override::new().with_weight(3);
+    assert!(registry.set("echo", "a", weight).await.unwrap());
+    eventually(
+        "a's weight changed while all are down",
+        PATIENCE,
+        || async {
+            watch
+                .latest()
+                .instance("a")
+                .is_some_and(|a| a.is_down() && a.weight() == Ok(3))
+        },
+    )
+    .await;
+    let _b = registry.register(echo("b")).await.unwrap();
+    eventually("b added beside the down a", PATIENCE, || async {
+        let snapshot = watch.latest();
+        snapshot.len() == 2 && snapshot.instance("a").is_some_and(|a| a.is_down())
+    })
+    .await;
+    assert!(registry.clear("echo", "a").await.unwrap());
+    eventually("a up again", PATIENCE, || async {
+        watch.latest().instance("a").is_some_and(|a| !a.is_down())
+    })
+    .await;
+}
