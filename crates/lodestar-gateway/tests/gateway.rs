@@ -275,3 +275,235 @@ async fn a_reload_swaps_routes_under_load_without_failing_a_request() {
         "{seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let gw = Gw::routes(&reg, &["/=web"]).await;
+    wait_for_instances(gw.addr, "/", &[], &["a"]).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut ws, response) =
+        tokio_tungstenite::client_async(format!("ws://{}/ws", gw.addr), stream)
+            .await
+            .expect("WebSocket handshake through the gateway");
+    assert_eq!(response.status(), 101);
+    for i in 0..20 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let reply = ws.next().await.unwrap().unwrap();
+        assert_eq!(reply, Message::text(format!("hello {i}")));
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_pass_through_with_statuses_and_trailers() {
+    use lodestar_echo::{EchoRequest, echo_client::EchoClient};
+
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "echo", "a", "v1", None).await;
+    let _b = Echo::start(&reg, "echo", "b", "v1", Some("blue")).await;
+    let config = Config::from_toml(
+        "[[route]]\nprefix = \"/lodestar.echo.v1.Echo\"\nservice = \"echo\"\n\
+         [[route]]\nprefix = \"/grpc.health.v1.Health\"\nservice = \"echo\"\n\
+         [[route]]\nprefix = \"/ghost.v1.Ghost\"\nservice = \"ghost\"\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = EchoClient::new(channel.clone());
+    let say = |message: &str, color: Option<&str>| {
+        let mut request = tonic::Request::new(EchoRequest {
+            message: message.into(),
+            delay_ms: 0,
+        });
+        if let Some(color) = color {
+            request
+                .metadata_mut()
+                .insert("lodestar-color", color.parse().unwrap());
+        }
+        request
+    };
+    lodestar_test_support::eventually("a gRPC answer through the gateway", PATIENCE, || {
+        let mut client = client.clone();
+        async move { client.say(say("hi", None)).await.is_ok() }
+    })
+    .await;
+    for _ in 0..10 {
+        let reply = client.say(say("hi", None)).await.unwrap().into_inner();
+        assert_eq!(
+            (reply.message.as_str(), reply.instance.as_str()),
+            ("hi", "a")
+        );
+        let reply = client
+            .say(say("hi", Some("blue")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.instance, "b");
+        assert_eq!(reply.color, "blue", "the colour header went through");
+    }
+    // A status from the backend, with its trailers: the health service
+    // answers NOT_FOUND for an unknown service name.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "no.such.Service".into(),
+    };
+    let status = health.check(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let serving = health.check(request).await.unwrap().into_inner();
+    assert_eq!(serving.status, 1, "SERVING");
+
+    // The gateway's own errors are gRPC statuses, not HTML.
+    let unrouted = raw_grpc(gw.addr, "/nowhere.v1.X/Y").await;
+    assert_eq!(
+        unrouted,
+        ("200".into(), Some("12".into())),
+        "no route: UNIMPLEMENTED"
+    );
+    let unavailable = raw_grpc(gw.addr, "/ghost.v1.Ghost/Say").await;
+    assert_eq!(
+        unavailable,
+        ("200".into(), Some("14".into())),
+        "no instance: UNAVAILABLE"
+    );
+}
+
+/// A unary gRPC call with an empty message over a raw HTTP/2 connection:
+/// the HTTP status and the grpc-status (from the head or the trailers).
+async fn raw_grpc(addr: std::net::SocketAddr, path: &str) -> (String, Option<String>) {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    let status = response.status().as_str().to_string();
+    let mut grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string());
+    let collected = response.into_body().collect().await.unwrap();
+    if let Some(trailers) = collected.trailers() {
+        grpc_status = grpc_status.or(trailers
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_string()));
+    }
+    (status, grpc_status)
+}
+
+/// Writes `raw` on a fresh connection and reads until the server closes or
+/// answers a head; the status line's code, or `None` if closed silently.
+async fn raw_http(addr: std::net::SocketAddr, raw: &[u8], then_wait: bool) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A peer may close mid-write (it refused already): read its answer anyway.
+    let _ = stream.write_all(raw).await;
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if !then_wait && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the gateway answered or closed in time");
+    let text = String::from_utf8_lossy(&buf);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|c| c.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversize_and_slow_requests_get_4xx_and_others_are_served() {
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let config = Config::from_toml(
+        "[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1000\nheader_timeout_ms = 500\n\
+         [[route]]\nprefix = \"/\"\nservice = \"web\"\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    wait_for_instances(gw.addr, "/", &[], &["a"]).await;
+    let addr = gw.addr;
+    // Well-behaved traffic all along.
+    let load = tokio::spawn(async move {
+        let client = client();
+        let mut failures = 0;
+        for _ in 0..200 {
+            if get(&client, addr, "/", &[]).await.status != 200 {
+                failures += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        failures
+    });
+
+    let bad_header = raw_http(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        false,
+    )
+    .await;
+    assert_eq!(bad_header, Some(400));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    assert_eq!(raw_http(addr, huge.as_bytes(), false).await, Some(431));
+    let declared = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n";
+    assert_eq!(raw_http(addr, declared.as_bytes(), false).await, Some(413));
+    // Chunked, no length given: cut off at the limit as it streams.
+    let mut chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'x'; 0x200]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let status = raw_http(addr, &chunked, false).await;
+    assert!(
+        status.is_some_and(|s| s == 413) || status.is_none(),
+        "{status:?}"
+    );
+    // A slow client: half a head, then nothing. Cut off, not waited for.
+    let started = std::time::Instant::now();
+    let slow = raw_http(addr, b"GET / HTTP/1.1\r\nHost: x\r\n", true).await;
+    assert!(slow.is_none_or(|s| (400..500).contains(&s)), "{slow:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    assert_eq!(load.await.unwrap(), 0, "well-behaved requests failed");
+}
