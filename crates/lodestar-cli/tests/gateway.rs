@@ -257,7 +257,7 @@ async fn a_rolling_restart_behind_the_gateway_fails_no_request() {
     .unwrap();
     let url = format!("lodestar://{}", node.local_addr().unwrap());
     let _node = tokio::spawn(node.serve(std::future::pending()));
-    let mut backends = vec![echo(&url, "a1"), echo(&url, "b1"), echo(&url, "c1")];
+    let mut backends = [echo(&url, "a1"), echo(&url, "b1"), echo(&url, "c1")];
     let (_gw, addr) = gateway(&url, &["--route", "/=web"]);
     wait_for_instances(addr, &["a1", "b1", "c1"]).await;
 

@@ -130,7 +130,7 @@ impl Body for Outgoing {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.slot.hint.clone()
+        self.slot.hint
     }
 }
 
