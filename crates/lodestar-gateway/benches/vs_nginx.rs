@@ -68,7 +68,9 @@ fn env(name: &str) -> String {
 async fn echo_role() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let registry = lodestar_connect::connect(&env("REGISTRY")).await.expect("registry");
+    let registry = lodestar_connect::connect(&env("REGISTRY"))
+        .await
+        .expect("registry");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let instance = Instance::new("web", env("ID"))
@@ -98,12 +100,20 @@ async fn registration_stop() -> Option<()> {
 async fn gateway_role() {
     use tokio::signal::unix::{SignalKind, signal};
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,lodestar_gateway=info"))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,lodestar_gateway=info")
+            }),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let registry = lodestar_connect::connect(&env("REGISTRY")).await.expect("registry");
-    let config = Config::default().with_route_flags(&["/=web"]).expect("routes");
+    let registry = lodestar_connect::connect(&env("REGISTRY"))
+        .await
+        .expect("registry");
+    let config = Config::default()
+        .with_route_flags(&["/=web"])
+        .expect("routes");
     let gateway = Gateway::new(registry, config);
     let listener = TcpListener::bind(env("LISTEN")).await.expect("bind");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -141,7 +151,10 @@ async fn start_echo(registry: &str, id: &str) -> (Child, SocketAddr, u128) {
         .expect("a line");
     let mut words = line.split_whitespace().skip(1);
     let registered: u128 = words.next().and_then(|w| w.parse().ok()).expect("a time");
-    let addr: SocketAddr = words.next().and_then(|w| w.parse().ok()).expect("an address");
+    let addr: SocketAddr = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("an address");
     (echo, addr, registered)
 }
 
@@ -149,7 +162,11 @@ fn tool(var: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(var) {
         return PathBuf::from(path);
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
         let path = Path::new(dir).join(name);
         if path.is_file() {
             return path;
@@ -169,7 +186,12 @@ async fn get(client: &HttpClient, addr: SocketAddr) -> Result<(u16, String), Str
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let instance = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["instance"].as_str().map(str::to_string))
@@ -180,7 +202,10 @@ async fn get(client: &HttpClient, addr: SocketAddr) -> Result<(u16, String), Str
 async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -237,12 +262,21 @@ fn parse_wrk(output: &str) -> Figures {
         match words.next() {
             Some("50%") => figures.p50_ms = words.next().and_then(duration_ms).unwrap_or(f64::NAN),
             Some("99%") => figures.p99_ms = words.next().and_then(duration_ms).unwrap_or(f64::NAN),
-            Some("Requests/sec:") => figures.rps = words.next().and_then(|w| w.parse().ok()).unwrap_or(f64::NAN),
+            Some("Requests/sec:") => {
+                figures.rps = words
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(f64::NAN)
+            }
             Some("Non-2xx") | Some("Socket") => errors.push(line.to_string()),
             _ => {}
         }
     }
-    figures.errors = if errors.is_empty() { "none".into() } else { errors.join("; ") };
+    figures.errors = if errors.is_empty() {
+        "none".into()
+    } else {
+        errors.join("; ")
+    };
     figures
 }
 
@@ -261,7 +295,11 @@ async fn wrk(addr: SocketAddr, seconds: u64, connections: u64) -> Figures {
         .await
         .expect("wrk ran");
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     parse_wrk(&text)
 }
 
@@ -271,7 +309,9 @@ struct Nginx(Child);
 impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(pid) = self.0.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
             for _ in 0..50 {
                 if self.0.try_wait().ok().flatten().is_some() {
                     return;
@@ -283,8 +323,14 @@ impl Drop for Nginx {
 }
 
 async fn bench() {
-    let seconds: u64 = std::env::var("WRK_DURATION").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let connections: u64 = std::env::var("WRK_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let seconds: u64 = std::env::var("WRK_DURATION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let connections: u64 = std::env::var("WRK_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let nginx_bin = tool("NGINX_BIN", "nginx");
     let _ = tool("WRK_BIN", "wrk");
     let dir = std::env::temp_dir().join(format!("lodestar-vs-nginx-{}", std::process::id()));
@@ -303,7 +349,9 @@ async fn bench() {
         backends.push(addr);
     }
 
-    let gateway_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+    let gateway_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
     let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
     let _gateway = child(
         "gateway",
@@ -322,7 +370,9 @@ async fn bench() {
     })
     .await;
 
-    let nginx_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+    let nginx_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&dir, nginx_addr, &backends)).expect("nginx.conf");
     let _nginx = Nginx(
@@ -337,17 +387,28 @@ async fn bench() {
             .spawn()
             .expect("nginx ran"),
     );
-    wait_until("nginx to answer", async || matches!(get(&client, nginx_addr).await, Ok((200, _)))).await;
+    wait_until("nginx to answer", async || {
+        matches!(get(&client, nginx_addr).await, Ok((200, _)))
+    })
+    .await;
 
-    println!("vs_nginx: 3 HTTP echo backends on loopback; wrk -t2 -c{connections} -d{seconds}s --latency, GET /");
+    println!(
+        "vs_nginx: 3 HTTP echo backends on loopback; wrk -t2 -c{connections} -d{seconds}s --latency, GET /"
+    );
     // Warm both up (connections, caches, p2c's estimates).
     wrk(nginx_addr, 2, connections).await;
     wrk(gateway_addr, 2, connections).await;
     let nginx = wrk(nginx_addr, seconds, connections).await;
     let gateway = wrk(gateway_addr, seconds, connections).await;
-    println!("{:<10} {:>12} {:>10} {:>10}  errors", "", "req/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<10} {:>12} {:>10} {:>10}  errors",
+        "", "req/s", "p50 ms", "p99 ms"
+    );
     for (name, f) in [("nginx", &nginx), ("gateway", &gateway)] {
-        println!("{name:<10} {:>12.0} {:>10.3} {:>10.3}  {}", f.rps, f.p50_ms, f.p99_ms, f.errors);
+        println!(
+            "{name:<10} {:>12.0} {:>10.3} {:>10.3}  {}",
+            f.rps, f.p50_ms, f.p99_ms, f.errors
+        );
     }
     println!(
         "gateway/nginx: throughput {:.2}x (goal >= 0.80x), p99 {:.2}x (goal <= 1.50x)",
@@ -368,8 +429,12 @@ async fn lifecycle(url: &str, gateway: SocketAddr) {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let workers: Vec<_> = (0..4)
         .map(|_| {
-            let (stop, answers, failures, client) =
-                (stop.clone(), answers.clone(), failures.clone(), client.clone());
+            let (stop, answers, failures, client) = (
+                stop.clone(),
+                answers.clone(),
+                failures.clone(),
+                client.clone(),
+            );
             tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     match get(&client, gateway).await {
@@ -394,12 +459,17 @@ async fn lifecycle(url: &str, gateway: SocketAddr) {
             .map(|(t, _)| *t)
             .collect::<Vec<_>>()
     };
-    wait_until("e4 to take a request", async || !answered_by_e4(&answers).is_empty()).await;
+    wait_until("e4 to take a request", async || {
+        !answered_by_e4(&answers).is_empty()
+    })
+    .await;
     let first = answered_by_e4(&answers)[0];
     tokio::time::sleep(Duration::from_secs(1)).await;
     let term = now_ns();
     let pid = e4.id().expect("e4 running").to_string();
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
     let _ = tokio::time::timeout(Duration::from_secs(20), e4.wait()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -410,7 +480,8 @@ async fn lifecycle(url: &str, gateway: SocketAddr) {
     let ms = |a: u128, b: u128| (a as f64 - b as f64) / 1e6;
     println!(
         "lifecycle (4 clients, {} requests, {} failed): registered -> first request {:.1} ms; \
-         SIGTERM -> last request {:.1} ms (propagation delay 1000 ms)",
+         SIGTERM -> last request {:+.1} ms (propagation delay 1000 ms; negative: \
+         none reached it after the signal)",
         answers.lock().expect("lock").len(),
         failures.load(std::sync::atomic::Ordering::Relaxed),
         ms(first, registered),

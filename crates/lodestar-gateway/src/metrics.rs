@@ -24,11 +24,18 @@ pub struct Metrics {
 
 #[derive(Debug, Default)]
 struct Inner {
-    requests: BTreeMap<(String, String, u16), u64>,
-    latency: BTreeMap<(String, String), Histogram>,
+    /// By route, then instance.
+    series: BTreeMap<String, BTreeMap<String, Series>>,
     retries: BTreeMap<String, u64>,
     ejections: BTreeMap<(String, String), u64>,
     ejected: BTreeMap<String, usize>,
+}
+
+/// What is counted per route and instance.
+#[derive(Debug, Default)]
+struct Series {
+    codes: BTreeMap<u16, u64>,
+    latency: Histogram,
 }
 
 #[derive(Debug, Default)]
@@ -44,14 +51,22 @@ impl Metrics {
     /// Counts an answered request.
     pub fn request(&self, route: &str, instance: &str, code: u16, elapsed: Duration) {
         let mut inner = self.lock();
-        *inner
-            .requests
-            .entry((route.to_string(), instance.to_string(), code))
-            .or_default() += 1;
-        let histogram = inner
-            .latency
-            .entry((route.to_string(), instance.to_string()))
-            .or_default();
+        let series = match inner
+            .series
+            .get_mut(route)
+            .and_then(|r| r.get_mut(instance))
+        {
+            Some(series) => series,
+            // Allocates the labels once per route and instance.
+            None => inner
+                .series
+                .entry(route.to_string())
+                .or_default()
+                .entry(instance.to_string())
+                .or_default(),
+        };
+        *series.codes.entry(code).or_default() += 1;
+        let histogram = &mut series.latency;
         let secs = elapsed.as_secs_f64();
         for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
             if secs <= bound {
@@ -86,7 +101,15 @@ impl Metrics {
         let inner = self.lock();
         let mut out = String::new();
         header(&mut out, "requests_total", "counter", "Answered requests.");
-        for ((route, instance, code), n) in &inner.requests {
+        let requests = inner.series.iter().flat_map(|(route, instances)| {
+            instances.iter().flat_map(move |(instance, series)| {
+                series
+                    .codes
+                    .iter()
+                    .map(move |(code, n)| (route, instance, code, n))
+            })
+        });
+        for (route, instance, code, n) in requests {
             let _ = writeln!(
                 out,
                 "lodestar_gateway_requests_total{{route=\"{}\",instance=\"{}\",code=\"{code}\"}} {n}",
@@ -100,7 +123,12 @@ impl Metrics {
             "histogram",
             "Time to the response head.",
         );
-        for ((route, instance), h) in &inner.latency {
+        let latency = inner.series.iter().flat_map(|(route, instances)| {
+            instances
+                .iter()
+                .map(move |(instance, series)| (route, instance, &series.latency))
+        });
+        for (route, instance, h) in latency {
             let labels = format!(
                 "route=\"{}\",instance=\"{}\"",
                 escape(route),

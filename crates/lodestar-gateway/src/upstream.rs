@@ -89,6 +89,9 @@ impl Upstream {
     /// Waits (at most `timeout`) for the first snapshot; `false` if it has
     /// not come.
     pub async fn ready(&self, timeout: Duration) -> bool {
+        if *self.ready.borrow() {
+            return true;
+        }
         let mut ready = self.ready.clone();
         tokio::time::timeout(timeout, ready.wait_for(|r| *r))
             .await
