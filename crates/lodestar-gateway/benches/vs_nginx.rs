@@ -178,7 +178,15 @@ fn tool(var: &str, name: &str) -> PathBuf {
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 async fn get(client: &HttpClient, addr: SocketAddr) -> Result<(u16, String), String> {
-    let request = http::Request::get(format!("http://{addr}/"))
+    get_path(client, addr, "/").await
+}
+
+async fn get_path(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let request = http::Request::get(format!("http://{addr}{path}"))
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
@@ -421,7 +429,8 @@ async fn bench() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Registration to first request, SIGTERM to last, under a light load.
+/// Registration to first request, SIGTERM to last, under a light load
+/// (round robin).
 async fn lifecycle(url: &str, gateway: SocketAddr) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::<(u128, String)>::new()));
@@ -437,13 +446,12 @@ async fn lifecycle(url: &str, gateway: SocketAddr) {
             );
             tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match get(&client, gateway).await {
+                    match get_path(&client, gateway, "/rr/").await {
                         Ok((200, id)) => answers.lock().expect("lock").push((now_ns(), id)),
                         _ => {
                             failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             })
         })
@@ -476,14 +484,16 @@ async fn lifecycle(url: &str, gateway: SocketAddr) {
     for worker in workers {
         let _ = worker.await;
     }
-    let last = answered_by_e4(&answers).last().copied().unwrap_or(term);
+    let e4_answers = answered_by_e4(&answers);
+    let last = e4_answers.last().copied().unwrap_or(term);
     let ms = |a: u128, b: u128| (a as f64 - b as f64) / 1e6;
     println!(
-        "lifecycle (4 clients, {} requests, {} failed): registered -> first request {:.1} ms; \
+        "lifecycle (round robin, 4 clients in a loop, {} requests, {} failed, {} to the new instance): registered -> first request {:.1} ms; \
          SIGTERM -> last request {:+.1} ms (propagation delay 1000 ms; negative: \
          none reached it after the signal)",
         answers.lock().expect("lock").len(),
         failures.load(std::sync::atomic::Ordering::Relaxed),
+        e4_answers.len(),
         ms(first, registered),
         ms(last, term),
     );
