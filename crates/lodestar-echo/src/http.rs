@@ -258,3 +258,79 @@ fn websocket(mut request: Request<Incoming>) -> Response<Body> {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One request on a fresh connection, read to the end.
+    async fn exchange(addr: std::net::SocketAddr, raw: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn json_status_delay_and_streamed_echo() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let instance = Instance::new("web", "web-1")
+            .with_version("v2")
+            .with_metadata("color", "blue");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(Server::new(instance).serve(listener, async {
+            let _ = stopped.await;
+        }));
+
+        let answer = exchange(
+            addr,
+            "GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\nX-Seen: 1\r\nX-Seen: 2\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["instance"], "web-1");
+        assert_eq!(json["version"], "v2");
+        assert_eq!(json["color"], "blue");
+        assert_eq!(json["path"], "/a/b");
+        assert_eq!(json["query"], "x=1");
+        assert_eq!(json["headers"]["x-seen"], "1, 2");
+
+        let answer = exchange(
+            addr,
+            "GET /status/418 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+        let answer = exchange(
+            addr,
+            "GET /status/abc HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+        let started = std::time::Instant::now();
+        let answer = exchange(
+            addr,
+            "GET /delay/200 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+
+        let answer = exchange(
+            addr,
+            "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world",
+        )
+        .await;
+        assert!(answer.contains("x-echo-instance: web-1"), "{answer}");
+        assert!(answer.ends_with("hello world"), "{answer}");
+
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+}

@@ -507,3 +507,42 @@ async fn malformed_oversize_and_slow_requests_get_4xx_and_others_are_served() {
 
     assert_eq!(load.await.unwrap(), 0, "well-behaved requests failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_reach_http1_backends_and_host_routes_apply() {
+    use http_body_util::{BodyExt, Full};
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let _b = Echo::start(&reg, "api", "b", "v1", None).await;
+    let config = Config::from_toml(
+        "[[route]]\nprefix = \"/\"\nservice = \"web\"\n\
+         [[route]]\nprefix = \"/\"\nservice = \"api\"\nhost = \"api.example\"\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    wait_for_instances(gw.addr, "/", &[], &["a"]).await;
+    wait_for_instances(gw.addr, "/", &[("host", "api.example")], &["b"]).await;
+
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (authority, want) in [("web.example", "a"), ("api.example:80", "b")] {
+        let request = http::Request::get(format!("http://{authority}/h2?x=1"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["instance"], want);
+        assert_eq!(json["path"], "/h2");
+        // The backend speaks HTTP/1.1: it got a Host from :authority.
+        assert_eq!(json["headers"]["host"], authority);
+    }
+}
