@@ -81,8 +81,9 @@ async fn echo_role() {
         let _ = term.recv().await;
         let _ = registration_stop().await;
     }));
+    let started = now_ns();
     let registration = registry.register(instance).await.expect("register");
-    println!("registered {} {addr}", now_ns());
+    println!("registered {started} {} {addr}", now_ns());
     REGISTRATION.lock().expect("lock").replace(registration);
     let _ = serving.await;
 }
@@ -138,8 +139,9 @@ fn child(role: &str, vars: &[(&str, &str)], stderr: Stdio) -> Command {
     command
 }
 
-/// Starts an echo child; its address and when it registered (ns).
-async fn start_echo(registry: &str, id: &str) -> (Child, SocketAddr, u128) {
+/// Starts an echo child; its address and when its registration started
+/// and returned (ns).
+async fn start_echo(registry: &str, id: &str) -> (Child, SocketAddr, (u128, u128)) {
     let mut echo = child("echo", &[("REGISTRY", registry), ("ID", id)], Stdio::null())
         .spawn()
         .expect("echo child");
@@ -150,12 +152,13 @@ async fn start_echo(registry: &str, id: &str) -> (Child, SocketAddr, u128) {
         .expect("readable")
         .expect("a line");
     let mut words = line.split_whitespace().skip(1);
-    let registered: u128 = words.next().and_then(|w| w.parse().ok()).expect("a time");
+    let mut time = || -> u128 { words.next().and_then(|w| w.parse().ok()).expect("a time") };
+    let (started, returned) = (time(), time());
     let addr: SocketAddr = words
         .next()
         .and_then(|w| w.parse().ok())
         .expect("an address");
-    (echo, addr, registered)
+    (echo, addr, (started, returned))
 }
 
 fn tool(var: &str, name: &str) -> PathBuf {
@@ -457,7 +460,7 @@ async fn lifecycle(url: &str, gateway: SocketAddr) {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (mut e4, _, registered) = start_echo(url, "e4").await;
+    let (mut e4, _, (registering, registered)) = start_echo(url, "e4").await;
     let answered_by_e4 = |answers: &Mutex<Vec<(u128, String)>>| {
         answers
             .lock()
@@ -488,13 +491,14 @@ async fn lifecycle(url: &str, gateway: SocketAddr) {
     let last = e4_answers.last().copied().unwrap_or(term);
     let ms = |a: u128, b: u128| (a as f64 - b as f64) / 1e6;
     println!(
-        "lifecycle (round robin, 4 clients in a loop, {} requests, {} failed, {} to the new instance): registered -> first request {:.1} ms; \
+        "lifecycle (round robin, 4 clients in a loop, {} requests, {} failed, {} to the new instance): register call -> first request {:.1} ms (the call returned after {:.1} ms); \
          SIGTERM -> last request {:+.1} ms (propagation delay 1000 ms; negative: \
          none reached it after the signal)",
         answers.lock().expect("lock").len(),
         failures.load(std::sync::atomic::Ordering::Relaxed),
         e4_answers.len(),
-        ms(first, registered),
+        ms(first, registering),
+        ms(registered, registering),
         ms(last, term),
     );
 }
