@@ -55,6 +55,9 @@ enum Try {
     Again(Outcome),
 }
 
+/// Picks drawn at most to find an instance a request has not tried.
+const PICKS_PER_TRY: usize = 4;
+
 /// How long a request waits for its service's first snapshot.
 const FIRST_SNAPSHOT: Duration = Duration::from_secs(5);
 
@@ -273,15 +276,36 @@ async fn tries(
     slot: &Arc<Slot>,
 ) -> Outcome {
     let attempts = route.config.retry.attempts.max(1);
-    let mut n = 0;
+    let mut tried = Vec::new();
     loop {
-        n += 1;
-        match try_once(shared, route, lane, parts, slot, n < attempts).await {
+        let more = tried.len() + 1 < attempts as usize;
+        match try_once(shared, route, lane, parts, slot, more, &mut tried).await {
             Try::Done(outcome) => return outcome,
-            Try::Again(outcome) if n >= attempts => return outcome,
+            Try::Again(outcome) if !more => return outcome,
             Try::Again(_) => shared.metrics.retry(&route.config.prefix),
         }
     }
+}
+
+/// Picks for a try, avoiding the instances this request already tried
+/// while the balancer offers others: an instance failing fast (connection
+/// refused) looks cheap to latency-aware policies until it is ejected, and
+/// must not take every try of one request.
+fn pick_untried(
+    route: &Route,
+    lane: &balance::Route,
+    tried: &[String],
+) -> Result<Pick, balance::Error> {
+    let balancer = route.upstream.balancer();
+    let mut pick = balancer.pick(lane)?;
+    for _ in 0..PICKS_PER_TRY {
+        if !tried.contains(&pick.instance().id) {
+            break;
+        }
+        // Dropped unused: the pick is cancelled, not counted.
+        pick = balancer.pick(lane)?;
+    }
+    Ok(pick)
 }
 
 /// One try: pick, send, judge.
@@ -292,10 +316,11 @@ async fn try_once(
     parts: &Parts,
     slot: &Arc<Slot>,
     more: bool,
+    tried: &mut Vec<String>,
 ) -> Try {
     let grpc = parts.grpc;
     let service = route.upstream.service();
-    let pick = match route.upstream.balancer().pick(lane) {
+    let pick = match pick_untried(route, lane, tried) {
         Ok(pick) => pick,
         Err(e) => {
             let body = serde_json::json!({"error": e.to_string(), "service": service});
@@ -306,6 +331,7 @@ async fn try_once(
         }
     };
     let instance = pick.instance().id.clone();
+    tried.push(instance.clone());
     let scheme = if grpc { "grpc" } else { "http" };
     let Some(address) = pick.endpoint(scheme).map(|e| e.address()) else {
         drop(pick);
