@@ -7,6 +7,7 @@ pub(crate) mod list;
 pub(crate) mod register;
 pub(crate) mod registry;
 pub(crate) mod serve_echo;
+pub(crate) mod set;
 pub(crate) mod watch;
 
 /// SIGTERM and SIGINT, caught from the moment this is created: create it

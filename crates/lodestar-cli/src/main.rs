@@ -14,9 +14,25 @@ use clap::{Parser, Subcommand};
 
 use crate::output::errln;
 
+/// Exit status of a usage error (bad flags), as clap's own.
+pub(crate) const USAGE: u8 = 2;
+/// Exit status when the registry cannot be reached.
+pub(crate) const UNREACHABLE: u8 = 3;
+
+/// What `lodestar --help` ends with.
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  failure: a call failed, no such instance, an error the message explains
+  2  usage error: a bad flag or value
+  3  the registry is unreachable (start one: `lodestar registry`, or etcd)
+
+Output: tables for people (colour on a terminal only; NO_COLOR turns it off), --json for programs.
+Docs: docs/cli.md";
+
 /// Service registration and discovery for tonic and HTTP services.
 #[derive(Debug, Parser)]
-#[command(name = "lodestar", version)]
+#[command(name = "lodestar", version, after_help = AFTER_HELP)]
 struct Cli {
     /// The registry: lodestar://host:7171[,host:7171][?env=E&zone=Z] (the built-in one), etcd://host:2379[,host:2379][/prefix][?options], or memory: (in-process, for tests and the demo).
     #[arg(
@@ -42,6 +58,8 @@ enum Command {
     Ls(cmd::list::LsArgs),
     /// Show the instances of a service.
     Get(cmd::list::GetArgs),
+    /// Take an instance out of traffic or back, or change its weight or metadata, without touching its owner's record.
+    Set(cmd::set::Args),
     /// Follow a service: one line per instance added, updated or removed.
     Watch(cmd::watch::Args),
     /// Run a node of the built-in registry server (bilibili-discovery compatible).
@@ -80,11 +98,29 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
         Ok(code) => code,
+        Err(e) if is_unreachable(&e) => {
+            errln!("lodestar: error: {e:#}");
+            errln!(
+                "lodestar: hint: start a registry with `lodestar registry` (it listens on \
+                 127.0.0.1:7171, the default --registry) or run etcd (`etcd`, then \
+                 --registry etcd://127.0.0.1:2379), or point --registry (or LODESTAR_REGISTRY) \
+                 at a running one"
+            );
+            ExitCode::from(UNREACHABLE)
+        }
         Err(e) => {
             errln!("lodestar: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the error says the registry could not be reached at all.
+fn is_unreachable(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<lodestar::Error>())
+        .any(|e| e.is_unreachable())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -93,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deregister(args) => cmd::list::deregister(&cli.registry, args).await,
         Command::Ls(args) => cmd::list::ls(&cli.registry, args).await,
         Command::Get(args) => cmd::list::get(&cli.registry, args).await,
+        Command::Set(args) => cmd::set::run(&cli.registry, args).await,
         Command::Watch(args) => cmd::watch::run(&cli.registry, args).await,
         Command::Subscribers(args) => cmd::list::subscribers(&cli.registry, args).await,
         Command::ServeEcho(args) => cmd::serve_echo::run(&cli.registry, args).await,

@@ -100,13 +100,18 @@ async fn bad_registry_urls_and_unreachable_registries_are_named() {
     let port = free_port();
     let url = format!("etcd://127.0.0.1:{port}?connect_timeout=1s");
     let out = run(&url, &["ls"]).await;
-    assert_eq!(out.code, Some(1));
+    assert_eq!(out.code, Some(3), "exit 3: unreachable");
     assert!(
         out.stderr.contains(&format!("127.0.0.1:{port}")),
         "{}",
         out.stderr
     );
     assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`lodestar registry`") && out.stderr.contains("etcd"),
+        "says how to start one: {}",
+        out.stderr
+    );
 
     let out = run("memory:", &["ls"]).await;
     assert_eq!(out.code, Some(1));

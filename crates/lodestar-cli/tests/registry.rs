@@ -179,7 +179,7 @@ async fn bad_flags_and_a_busy_port_are_errors_not_panics() {
         &["ls"],
     )
     .await;
-    assert_eq!(out.code, Some(1));
+    assert_eq!(out.code, Some(3));
     assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
     assert!(out.stderr.contains(&port.to_string()), "{}", out.stderr);
 }

@@ -5,7 +5,7 @@
 //! matches `svc2` (etcd's own Go resolver watches `<service>` without the
 //! slash and gets exactly that wrong).
 
-use lodestar::{Error, Instance};
+use lodestar::{Error, Instance, Override};
 use serde::{Deserialize, Serialize};
 
 use crate::{EtcdConfig, KeyLayout};
@@ -19,6 +19,8 @@ pub(crate) struct Layout {
 
 /// Where the Go layout keeps subscriber records.
 const SUBSCRIBERS_GO: &str = ".lodestar-subscribers";
+/// Where the Go layout keeps operator overrides.
+const OVERRIDES_GO: &str = ".lodestar-overrides";
 
 /// The value etcd's Go naming package stores (`endpoints.Endpoint`, with the
 /// historical `Op` of `naming.Update` that older resolvers read).
@@ -67,6 +69,40 @@ impl Layout {
         }
     }
 
+    /// The prefix of one service's operator overrides, ending in `/`:
+    /// `<prefix>/overrides/<service>/`, kept apart from the records so the
+    /// owner re-registering never overwrites them.
+    pub(crate) fn overrides_prefix(&self, service: &str) -> String {
+        match self.kind {
+            KeyLayout::Lodestar => format!("{}/overrides/{service}/", self.prefix),
+            KeyLayout::Go => format!("{}{OVERRIDES_GO}/{service}/", self.services_prefix()),
+        }
+    }
+
+    /// Where the operator override of `service`/`id` lives.
+    pub(crate) fn override_key(&self, service: &str, id: &str) -> String {
+        self.overrides_prefix(service) + id
+    }
+
+    /// Decodes the override at `key` (under [`Self::overrides_prefix`] of
+    /// `service`): the id it applies to, and the override or why it is not
+    /// one.
+    pub(crate) fn decode_override<'k>(
+        &self,
+        service: &str,
+        key: &'k str,
+        value: &[u8],
+    ) -> Option<(&'k str, Result<Override, Error>)> {
+        let id = key.strip_prefix(&self.overrides_prefix(service))?;
+        if id.is_empty() || id.contains('/') {
+            return None;
+        }
+        let parsed = serde_json::from_slice::<Override>(value)
+            .map_err(|e| invalid(format!("not an override: {e}")))
+            .and_then(|o| o.validate().map(|()| o));
+        Some((id, parsed))
+    }
+
     /// Where a subscriber of `service` records itself.
     pub(crate) fn subscriber_key(&self, service: &str, client_id: &str) -> String {
         self.subscribers_prefix(service) + client_id
@@ -75,7 +111,7 @@ impl Layout {
     /// Whether a service name found in the key space is lodestar's own
     /// subscriber bookkeeping (Go layout) rather than a service.
     pub(crate) fn is_bookkeeping(service: &str) -> bool {
-        service.starts_with(SUBSCRIBERS_GO)
+        service.starts_with(SUBSCRIBERS_GO) || service.starts_with(OVERRIDES_GO)
     }
 
     /// The key and value that announce `instance`.
@@ -200,6 +236,30 @@ mod tests {
             echo("e1")
         );
         assert!(!"/lodestar/services/svc2/x".starts_with(&l.service_prefix("svc")));
+    }
+
+    #[test]
+    fn overrides_live_apart_and_bad_ones_are_errors() {
+        for (url, prefix) in [
+            ("etcd://h:1", "/lodestar/overrides/echo/"),
+            ("etcd://h:1/foo?layout=go", "foo/.lodestar-overrides/echo/"),
+        ] {
+            let l = layout(url);
+            assert_eq!(l.overrides_prefix("echo"), prefix);
+            let key = l.override_key("echo", "e1");
+            assert!(!key.starts_with(&l.service_prefix("echo")));
+            let (id, good) = l
+                .decode_override("echo", &key, br#"{"status":"down"}"#)
+                .unwrap();
+            assert_eq!(id, "e1");
+            assert_eq!(good.unwrap().status, Some(lodestar::Status::Down));
+            let (_, bad) = l.decode_override("echo", &key, b"{").unwrap();
+            assert!(bad.is_err());
+            let (_, zero) = l.decode_override("echo", &key, br#"{"weight":0}"#).unwrap();
+            assert!(zero.is_err());
+            assert!(l.decode_override("echo2", &key, b"{}").is_none());
+        }
+        assert!(Layout::is_bookkeeping(".lodestar-overrides"));
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   the last revision seen; a compacted revision or an etcd that lost its
 //!   data is re-listed. Records that do not parse are skipped, counted and
 //!   warned about once; they never crash the watch or hide the good ones.
+//! - **Overrides**: an operator's `set` writes `<prefix>/overrides/<service>/<id>`
+//!   (no lease: it outlives the instance's restarts until `clear`); every
+//!   watch follows it with the records and merges it into the instance.
 //!
 //! Two key layouts are supported ([`KeyLayout`]): lodestar's own, and the one
 //! of etcd's Go naming package, so grpc-go clients and lodestar find each
@@ -53,6 +56,7 @@
 
 mod config;
 mod layout;
+mod overrides;
 mod session;
 mod watch;
 
@@ -69,8 +73,8 @@ use std::{
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use lodestar::{
-    BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
-    Subscriber, Subscription, Watch, backoff::Backoff, registry::Lease,
+    BoxFuture, Discovery, Error, Instance, Override, Registrar, Registration, RegistrationState,
+    Snapshot, Subscriber, Subscription, Watch, backoff::Backoff, registry::Lease,
 };
 use tokio::{
     sync::{mpsc, oneshot, watch as state},
@@ -395,6 +399,19 @@ impl Registrar for EtcdRegistry {
     fn deregister(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
         let (service, id) = (service.to_string(), id.to_string());
         Box::pin(async move { self.remove(&service, &id).await })
+    }
+
+    /// Writes the override beside the record, at
+    /// `<prefix>/overrides/<service>/<id>`, without a lease: it outlives the
+    /// instance's restarts until [`clear`](Registrar::clear)ed.
+    fn set(&self, service: &str, id: &str, change: Override) -> BoxFuture<'_, Result<bool, Error>> {
+        let (service, id) = (service.to_string(), id.to_string());
+        Box::pin(async move { overrides::set(&self.shared, &service, &id, change).await })
+    }
+
+    fn clear(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let (service, id) = (service.to_string(), id.to_string());
+        Box::pin(async move { overrides::clear(&self.shared, &service, &id).await })
     }
 }
 

@@ -8,6 +8,16 @@
 //! - A watch cancelled for compaction, or an etcd whose revision is lower
 //!   than the one followed (it lost its data), is a gap: the driver lists
 //!   again. A broken stream is resumed from the last revision.
+//! - Operator overrides (`<prefix>/overrides/<service>/<id>`) are listed at
+//!   the same revision as the records and followed by a second watch on the
+//!   same stream, so they reach the driver in the same revision order; the
+//!   driver merges each into its instance ([`Record::overriding`]). (A
+//!   stream resumes from the last header revision seen; both watchers start
+//!   from the same revision and catch up together, but a break while one
+//!   still catches up a backlog could skip that watcher's backlog until the
+//!   next listing.) An
+//!   override that does not parse is skipped, counted and warned about like
+//!   a bad record.
 
 use etcd_client::{EventType, GetOptions, KeyValue, WatchOptions, WatchResponse, WatchStream};
 use lodestar::{
@@ -22,9 +32,11 @@ struct Service {
     shared: Shared,
     service: String,
     prefix: String,
+    overrides: String,
 }
 
-/// An open etcd watch of one service.
+/// An open etcd watch of one service: two watchers on one stream, the
+/// records' and the overrides'.
 struct Stream {
     service: String,
     shared: Shared,
@@ -48,8 +60,13 @@ pub(crate) async fn get(shared: &Shared, service: &str) -> Result<Snapshot, Erro
 impl Service {
     /// Up to [`PAGE`] keys of the service from `from` on, at `revision` (0:
     /// the current one).
-    async fn page(&self, from: &[u8], revision: i64) -> Result<etcd_client::GetResponse, Error> {
-        let end = prefix_end(&self.prefix);
+    async fn page(
+        &self,
+        prefix: &str,
+        from: &[u8],
+        revision: i64,
+    ) -> Result<etcd_client::GetResponse, Error> {
+        let end = prefix_end(prefix);
         let options = GetOptions::new()
             .with_range(end)
             .with_limit(PAGE)
@@ -88,6 +105,7 @@ impl Service {
     fn new(shared: Shared, service: &str) -> Self {
         Self {
             prefix: shared.layout.service_prefix(service),
+            overrides: shared.layout.overrides_prefix(service),
             service: service.to_string(),
             shared,
         }
@@ -98,22 +116,31 @@ impl Source for Service {
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
         Box::pin(async move {
             let (mut records, mut revision) = (Vec::new(), 0);
-            let mut from = self.prefix.as_bytes().to_vec();
-            loop {
-                let page = self.page(&from, revision).await?;
-                revision = page.header().map_or(revision, |h| h.revision());
-                let kvs = page.kvs();
-                records.extend(
-                    kvs.iter()
-                        .filter_map(|kv| record(&self.shared, &self.service, kv)),
-                );
-                match kvs.last() {
-                    // The next page starts just after the last key, at the
-                    // same revision, so the pages make one consistent view.
-                    Some(last) if page.more() => from = next_key(last.key()),
-                    _ => return Ok(Listing::new(revision_u64(revision), records)),
+            // Overrides second, at the records' revision: one consistent view.
+            for prefix in [&self.prefix, &self.overrides] {
+                let mut from = prefix.as_bytes().to_vec();
+                loop {
+                    let page = self.page(prefix, &from, revision).await?;
+                    // The first page fixes the revision of the whole listing;
+                    // the header of a read at a given revision says etcd's
+                    // revision now, which may be later.
+                    if revision == 0 {
+                        revision = page.header().map_or(0, |h| h.revision());
+                    }
+                    let kvs = page.kvs();
+                    records.extend(
+                        kvs.iter()
+                            .filter_map(|kv| record(&self.shared, &self.service, kv)),
+                    );
+                    match kvs.last() {
+                        // The next page starts just after the last key, at
+                        // the same revision, so the pages make one view.
+                        Some(last) if page.more() => from = next_key(last.key()),
+                        _ => break,
+                    }
                 }
             }
+            Ok(Listing::new(revision_u64(revision), records))
         })
     }
 
@@ -125,14 +152,18 @@ impl Source for Service {
                 .with_prev_key()
                 .with_progress_notify()
                 .with_start_revision(start);
-            let prefix = self.prefix.clone();
-            let stream = self
+            let (prefix, overrides) = (self.prefix.clone(), self.overrides.clone());
+            let mut stream = self
                 .shared
                 .call(|mut c| {
                     let (prefix, options) = (prefix.clone(), options.clone());
                     async move { c.watch(prefix, Some(options)).await }
                 })
                 .await?;
+            stream
+                .watch(overrides, Some(options))
+                .await
+                .map_err(|e| self.shared.request_error(e))?;
             Ok(Box::new(Stream {
                 service: self.service.clone(),
                 shared: self.shared.clone(),
@@ -154,13 +185,18 @@ fn next_key(key: &[u8]) -> Vec<u8> {
     next
 }
 
-/// The record of `kv`, or `None` when the key is not an instance of
-/// `service` (under a Go target, a deeper key belongs to another service).
+/// The record of `kv`, or `None` when the key is neither an instance nor an
+/// override of `service` (under a Go target, a deeper key belongs to another
+/// service).
 fn record(shared: &Shared, service: &str, kv: &KeyValue) -> Option<Record> {
     let Ok(key) = kv.key_str() else {
         tracing::warn!(%service, key = ?kv.key(), "skipping a non-UTF-8 key");
         return None;
     };
+    let version = revision_u64(kv.mod_revision());
+    if let Some((id, value)) = shared.layout.decode_override(service, key, kv.value()) {
+        return Some(Record::overriding(key, version, id, value));
+    }
     if shared
         .layout
         .split_key(key)
@@ -169,7 +205,7 @@ fn record(shared: &Shared, service: &str, kv: &KeyValue) -> Option<Record> {
         return None;
     }
     let value = shared.layout.decode(service, key, kv.value());
-    Some(Record::new(key, revision_u64(kv.mod_revision()), value))
+    Some(Record::new(key, version, value))
 }
 
 fn revision_u64(revision: i64) -> u64 {
@@ -193,7 +229,7 @@ impl Follow for Stream {
 
 impl Stream {
     fn update(&self, response: &WatchResponse) -> Result<Update, Interrupted> {
-        let revision = response.header().map_or(0, |h| revision_u64(h.revision()));
+        let header = response.header().map_or(0, |h| revision_u64(h.revision()));
         if response.canceled() {
             if response.compact_revision() > 0 {
                 return Err(Interrupted::Gap(format!(
@@ -204,12 +240,13 @@ impl Stream {
             let reason = format!("watch canceled: {}", response.cancel_reason());
             return Err(broken(&self.shared, reason.into()));
         }
-        if response.created() && revision < self.after {
+        if response.created() && header < self.after {
             return Err(Interrupted::Gap(format!(
-                "etcd's revision went backwards from {} to {revision} (it lost its data?)",
+                "etcd's revision went backwards from {} to {header} (it lost its data?)",
                 self.after
             )));
         }
+        let revision = header;
         let changes: Vec<Delta> = response
             .events()
             .iter()

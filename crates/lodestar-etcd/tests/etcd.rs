@@ -349,3 +349,97 @@ async fn user_and_password_are_passed_through() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
+
+#[tokio::test]
+async fn overrides_are_keys_apart_and_bad_ones_are_skipped_and_counted() {
+    use lodestar::{Override, Status};
+    let etcd = EtcdNode::start().await;
+    let registry = connect(&etcd.url()).await;
+    let _a = registry.register(instance("echo", "a", 1)).await.unwrap();
+    let watch = registry.watch("echo").await.unwrap();
+    let down = Override::new().with_status(Status::Down);
+    assert!(registry.set("echo", "a", down).await.unwrap());
+    let mut client = registry.client();
+    let stored = client
+        .get("/lodestar/overrides/echo/a", None)
+        .await
+        .unwrap();
+    let kv = &stored.kvs()[0];
+    assert_eq!(kv.value_str().unwrap(), r#"{"status":"down"}"#);
+    assert_eq!(kv.lease(), 0, "an override outlives the owner's lease");
+    eventually("a down", PATIENCE, || async {
+        watch.latest().instance("a").is_some_and(Instance::is_down)
+    })
+    .await;
+
+    // A foreign writer breaks the override: skipped and counted, a is up.
+    client
+        .put("/lodestar/overrides/echo/a", "{not json", None)
+        .await
+        .unwrap();
+    eventually("the bad override skipped", PATIENCE, || async {
+        let snapshot = watch.latest();
+        snapshot.skipped() == 1 && snapshot.instance("a").is_some_and(|a| !a.is_down())
+    })
+    .await;
+    assert_eq!(registry.get("echo").await.unwrap().skipped(), 1);
+    // set replaces it; clear deletes it.
+    let down = Override::new().with_status(Status::Down);
+    assert!(registry.set("echo", "a", down).await.unwrap());
+    eventually("a down again", PATIENCE, || async {
+        let snapshot = watch.latest();
+        snapshot.skipped() == 0 && snapshot.instance("a").is_some_and(Instance::is_down)
+    })
+    .await;
+    assert!(registry.clear("echo", "a").await.unwrap());
+    assert!(
+        keys(&registry)
+            .await
+            .iter()
+            .all(|k| !k.contains("overrides"))
+    );
+}
+
+#[tokio::test]
+async fn overrides_work_in_the_go_layout() {
+    use lodestar::{Override, Status};
+    let etcd = EtcdNode::start().await;
+    let url = format!("{}/services?layout=go", etcd.url());
+    let registry = connect(&url).await;
+    let _a = registry
+        .register(instance("echo", "a", 7001))
+        .await
+        .unwrap();
+    let change = Override::new().with_status(Status::Down).with_weight(5);
+    assert!(registry.set("echo", "a", change).await.unwrap());
+    assert!(
+        !registry
+            .set("echo", "zz", Override::new().with_weight(5))
+            .await
+            .unwrap()
+    );
+    let got = registry.get("echo").await.unwrap();
+    let a = got.instance("a").unwrap();
+    assert!(a.is_down());
+    assert_eq!(a.weight(), Ok(5));
+    assert_eq!(
+        registry
+            .services()
+            .await
+            .unwrap()
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["echo"],
+        "overrides are not a service"
+    );
+    assert!(registry.clear("echo", "a").await.unwrap());
+    assert!(
+        !registry
+            .get("echo")
+            .await
+            .unwrap()
+            .instance("a")
+            .unwrap()
+            .is_down()
+    );
+}

@@ -15,6 +15,21 @@
 //! Every request goes to the node that answered last and moves on to the
 //! next one when it cannot answer.
 //!
+//! # Operator overrides
+//!
+//! `set` is discovery's `set`: status down is discovery's status 2 (no
+//! traffic; discovery's own clients honour it), weight and metadata are
+//! merged into the instance's metadata. Snapshots (`get` and `watch`) keep
+//! a down instance, with metadata `status=down`, so `watch` and the
+//! dashboard show it; the balancer gives it no new calls. `clear` sets the
+//! status up and puts back the owner's values of the keys the override
+//! replaced (remembered in the record under
+//! [`OVERRIDE_KEY`](crate::wire::OVERRIDE_KEY); discovery cannot delete a
+//! metadata key, so a key the owner did not have stays, empty, and a weight
+//! it did not give becomes the default). An override lives in the
+//! instance's record: an instance the registry lost that registers again
+//! starts without one, as in discovery.
+//!
 //! # The URL
 //!
 //! ```text
@@ -52,6 +67,7 @@
 
 mod config;
 mod register;
+mod set;
 mod watch;
 
 use std::{
@@ -66,7 +82,7 @@ use std::{
 };
 
 use lodestar::{
-    BoxFuture, Discovery, Error, Instance, Registrar, Registration, Snapshot, Subscriber,
+    BoxFuture, Discovery, Error, Instance, Override, Registrar, Registration, Snapshot, Subscriber,
     Subscription, Watch,
 };
 
@@ -144,6 +160,19 @@ impl Registrar for LodestarRegistry {
         Box::pin(async move {
             register::cancel(&self.shared, &self.shared.config.zone, &service, &id).await
         })
+    }
+
+    /// discovery's `set`; see [`set`](crate::client#operator-overrides).
+    fn set(&self, service: &str, id: &str, change: Override) -> BoxFuture<'_, Result<bool, Error>> {
+        let (service, id) = (service.to_string(), id.to_string());
+        Box::pin(async move { set::set(&self.shared, &service, &id, change).await })
+    }
+
+    /// Status up and the owner's values back; see
+    /// [`set`](crate::client#operator-overrides).
+    fn clear(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let (service, id) = (service.to_string(), id.to_string());
+        Box::pin(async move { set::clear(&self.shared, &service, &id).await })
     }
 }
 

@@ -47,6 +47,12 @@ pub const STATUS_UP: u32 = 1;
 /// The instance is registered but takes no traffic.
 pub const STATUS_WAITING: u32 = 2;
 
+/// Metadata key where lodestar's `set` keeps an operator override and the
+/// owner's values it replaced, so `clear` can put them back (a lodestar
+/// extension; discovery's clients see one more metadata entry). Left out of
+/// lodestar records.
+pub const OVERRIDE_KEY: &str = "lodestar.override";
+
 /// The result codes of the API, as discovery uses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -223,12 +229,21 @@ impl Instance {
     }
 
     /// The lodestar record. Addresses that are not `scheme://host:port` are
-    /// left out; with none left, or a bad name, it is an error.
+    /// left out; with none left, or a bad name, it is an error. An instance
+    /// not up (an operator's `set status=2`) has metadata `status=down`;
+    /// the override bookkeeping of lodestar's `set` is left out.
     pub fn to_lodestar(&self) -> Result<lodestar::Instance, lodestar::Error> {
         let mut instance =
             lodestar::Instance::new(&self.appid, &self.hostname).with_version(&self.version);
         instance.endpoints = self.addrs.iter().filter_map(|a| a.parse().ok()).collect();
         instance.metadata = self.metadata.clone();
+        instance.metadata.remove(OVERRIDE_KEY);
+        if self.status != STATUS_UP {
+            instance.metadata.insert(
+                lodestar::instance::STATUS.into(),
+                lodestar::Status::Down.as_str().into(),
+            );
+        }
         if !self.color.is_empty() {
             instance
                 .metadata

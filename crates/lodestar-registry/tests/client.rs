@@ -71,7 +71,7 @@ async fn an_unreachable_registry_is_named() {
 /// An operator's `set status=2` takes an instance out of the watch without
 /// killing it (discovery's way to drain one), and `status=1` puts it back.
 #[tokio::test]
-async fn set_status_2_takes_an_instance_out_of_the_watch() {
+async fn set_status_2_marks_an_instance_down_in_the_watch() {
     let node = start(|_| {}).await;
     let registry = connect(&format!("{}?zone=z1", node.url())).await;
     let _a = registry.register(echo("a")).await.unwrap();
@@ -79,22 +79,27 @@ async fn set_status_2_takes_an_instance_out_of_the_watch() {
     let watch = registry.watch("echo").await.unwrap();
     eventually("a and b", PATIENCE, || async { watch.latest().len() == 2 }).await;
 
+    // Set down by a foreign client (discovery's own API): the instance stays
+    // in snapshots, marked down, so no lodestar client sends it new calls.
     let set = |status: &str| format!("zone=z1&env=dev&appid=echo&hostname=b&status={status}");
     assert_eq!(node.post("/discovery/set", &set("2")).await.1["code"], 0);
-    let only_a = || async {
-        let snapshot = watch.latest();
-        snapshot.len() == 1 && snapshot.instance("a").is_some()
+    let b_down = |snapshot: &lodestar::Snapshot| {
+        snapshot.len() == 2
+            && snapshot.instance("b").is_some_and(|b| b.is_down())
+            && snapshot.instance("a").is_some_and(|a| !a.is_down())
     };
-    eventually("b to leave the watch", PATIENCE, only_a).await;
-    assert_eq!(
-        registry.get("echo").await.unwrap().len(),
-        1,
+    eventually("b marked down in the watch", PATIENCE, || async {
+        b_down(&watch.latest())
+    })
+    .await;
+    assert!(
+        b_down(&registry.get("echo").await.unwrap()),
         "a fresh read too"
     );
 
     assert_eq!(node.post("/discovery/set", &set("1")).await.1["code"], 0);
     eventually("b to be back", PATIENCE, || async {
-        watch.latest().len() == 2
+        watch.latest().instance("b").is_some_and(|b| !b.is_down())
     })
     .await;
 }

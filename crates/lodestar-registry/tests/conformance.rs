@@ -4,7 +4,9 @@
 //! The registry is two in-process nodes replicating to each other, and
 //! every client's URL names both, as a production client's would: a
 //! fail-over stops the node in use and the clients move to the other.
-//! It has every capability the suite knows, so every case runs.
+//! It has every capability the suite knows but lasting overrides:
+//! discovery keeps an operator's `set` in the instance's record, so an
+//! instance that registers again starts without it.
 
 mod support;
 
@@ -12,7 +14,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use lodestar::Registry;
 use lodestar_registry::{LodestarRegistry, form::Form};
-use lodestar_test_support::conformance::{Backend, PATIENCE};
+use lodestar_test_support::conformance::{Backend, Capability, PATIENCE};
 use lodestar_test_support::{eventually, free_port};
 use serde_json::Value;
 use support::{Node, peered, start_at};
@@ -126,6 +128,16 @@ fn hostnames(list: &Value) -> Vec<String> {
 impl Backend for Lodestar {
     fn name(&self) -> &str {
         "lodestar"
+    }
+
+    fn lacks(&self, capability: Capability) -> Option<&'static str> {
+        match capability {
+            Capability::LastingOverrides => Some(
+                "discovery's set changes the instance's record: a new registration of \
+                 the id starts up, without the override, as in discovery",
+            ),
+            _ => None,
+        }
     }
 
     async fn connect(&self) -> Arc<dyn Registry> {

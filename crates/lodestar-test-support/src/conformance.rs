@@ -37,6 +37,11 @@
 //! | [`registrations_come_back_after_the_registry_restarts_empty`] | [`Capability::RestartEmpty`] |
 //! | [`revisions_only_grow_when_the_registry_restarts_empty`] | [`Capability::RestartEmpty`] |
 //! | [`revisions_only_grow_across_fail_overs`] | [`Capability::FailOver`] |
+//! | [`set_takes_an_instance_down_and_up_again`] | |
+//! | [`set_merges_over_the_override_in_force`] | |
+//! | [`set_of_an_unknown_instance_writes_nothing`] | |
+//! | [`clear_puts_the_owners_record_back`] | |
+//! | [`an_override_outlives_the_owners_restart`] | [`Capability::LastingOverrides`] |
 //!
 //! Every wait is bounded ([`PATIENCE`]); nothing asserts how fast anything
 //! happens.
@@ -80,11 +85,13 @@ mod backend;
 mod cases;
 mod faults;
 mod follow;
+mod overrides;
 
 pub use self::backend::{Backend, Capability, Outcome, Skipped, report, require};
 pub use self::cases::*;
 pub use self::faults::*;
 pub use self::follow::PATIENCE;
+pub use self::overrides::*;
 
 /// Makes one `#[tokio::test]` per conformance case, in a module `suite`,
 /// each running its case against a fresh backend from `$make` (an async
@@ -113,6 +120,11 @@ macro_rules! conformance_suite {
             registrations_come_back_after_the_registry_restarts_empty,
             revisions_only_grow_when_the_registry_restarts_empty,
             revisions_only_grow_across_fail_overs,
+            set_takes_an_instance_down_and_up_again,
+            set_merges_over_the_override_in_force,
+            set_of_an_unknown_instance_writes_nothing,
+            clear_puts_the_owners_record_back,
+            an_override_outlives_the_owners_restart,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -31,8 +31,8 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
-    BoxFuture, Discovery, Error, Instance, Registrar, Registration, RegistrationState, Snapshot,
-    Subscriber, Subscription, Watch, discovery::Instances, registry::Lease,
+    BoxFuture, Discovery, Error, Instance, Override, Registrar, Registration, RegistrationState,
+    Snapshot, Subscriber, Subscription, Watch, discovery::Instances, registry::Lease,
 };
 
 /// How long a live owner takes to put back a record an operator removed.
@@ -56,13 +56,19 @@ struct State {
     watchers: HashMap<String, watch::Sender<Arc<Snapshot>>>,
     /// service -> client id -> subscriber
     subscribers: BTreeMap<String, BTreeMap<String, Subscriber>>,
+    /// service -> id -> operator override; kept apart from the records so
+    /// it outlives re-registrations until cleared.
+    overrides: HashMap<String, HashMap<String, Override>>,
 }
 
 /// One service's records.
 #[derive(Debug, Default)]
 struct Service {
-    /// The records, in the persistent map snapshots share.
+    /// The records with any override applied, in the persistent map
+    /// snapshots share.
     instances: Instances,
+    /// id -> the owner's record as registered (without override).
+    records: HashMap<String, Instance>,
     /// id -> owner token of the registration that wrote it.
     owners: HashMap<String, u64>,
 }
@@ -160,6 +166,18 @@ impl Registrar for MemoryRegistry {
         }
         Box::pin(async move { Ok(removed) })
     }
+
+    fn set(&self, service: &str, id: &str, change: Override) -> BoxFuture<'_, Result<bool, Error>> {
+        let result = change
+            .validate()
+            .map(|()| self.lock().set(service, id, change));
+        Box::pin(async move { result })
+    }
+
+    fn clear(&self, service: &str, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let cleared = self.lock().clear(service, id);
+        Box::pin(async move { Ok(cleared) })
+    }
 }
 
 impl Discovery for MemoryRegistry {
@@ -235,10 +253,72 @@ impl State {
 
     fn insert(&mut self, instance: Instance, owner: u64) {
         let name = instance.service.clone();
+        let applied = self.applied(&instance);
         let service = self.services.entry(name.clone()).or_default();
         service.owners.insert(instance.id.clone(), owner);
-        service.instances.insert(Arc::new(instance));
+        service.records.insert(instance.id.clone(), instance);
+        service.instances.insert(Arc::new(applied));
         self.changed(&name);
+    }
+
+    /// The owner's record with the override in force, if any.
+    fn applied(&self, record: &Instance) -> Instance {
+        let mut instance = record.clone();
+        if let Some(o) = self
+            .overrides
+            .get(&record.service)
+            .and_then(|s| s.get(&record.id))
+        {
+            o.apply(&mut instance);
+        }
+        instance
+    }
+
+    /// Merges `change` into the override of a registered instance; false
+    /// (nothing kept) if there is no such instance.
+    fn set(&mut self, service: &str, id: &str, change: Override) -> bool {
+        if !self
+            .services
+            .get(service)
+            .is_some_and(|s| s.records.contains_key(id))
+        {
+            return false;
+        }
+        self.overrides
+            .entry(service.to_string())
+            .or_default()
+            .entry(id.to_string())
+            .or_default()
+            .merge(change);
+        self.reapply(service, id);
+        true
+    }
+
+    /// Drops the override of `service`/`id`; false if there was none.
+    fn clear(&mut self, service: &str, id: &str) -> bool {
+        let Some(overrides) = self.overrides.get_mut(service) else {
+            return false;
+        };
+        let cleared = overrides.remove(id).is_some();
+        if overrides.is_empty() {
+            self.overrides.remove(service);
+        }
+        if cleared {
+            self.reapply(service, id);
+        }
+        cleared
+    }
+
+    /// Puts the record of `service`/`id` back with the override in force.
+    fn reapply(&mut self, service: &str, id: &str) {
+        let Some(record) = self.services.get(service).and_then(|s| s.records.get(id)) else {
+            return;
+        };
+        let applied = Arc::new(self.applied(record));
+        if let Some(entry) = self.services.get_mut(service) {
+            entry.instances.insert(applied);
+        }
+        self.changed(service);
     }
 
     /// Removes `service`/`id` if it is there and, when `owner` is given, was
@@ -256,6 +336,7 @@ impl State {
             return false;
         }
         entry.owners.remove(id);
+        entry.records.remove(id);
         entry.instances.remove(id);
         if entry.instances.is_empty() {
             self.services.remove(service);
@@ -350,5 +431,62 @@ mod tests {
         assert_eq!(snap.instances().iter().next().unwrap().version, "v2");
         drop(new);
         assert!(r.get("echo").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_override_is_merged_into_snapshots_and_outlives_the_owner() {
+        let r = MemoryRegistry::new();
+        let a = r
+            .register(inst("a").with_metadata("weight", "10"))
+            .await
+            .unwrap();
+        let mut watch = r.watch("echo").await.unwrap();
+        let change = Override::new().with_status(crate::Status::Down);
+        assert!(r.set("echo", "a", change).await.unwrap());
+        let got = |s: &Snapshot| s.instance("a").cloned();
+        let a_now = got(&watch.next().await.unwrap()).unwrap();
+        assert!(a_now.is_down());
+        assert_eq!(a_now.weight(), Ok(10), "the owner's weight stays");
+        // A second set merges over the first.
+        assert!(
+            r.set("echo", "a", Override::new().with_weight(3))
+                .await
+                .unwrap()
+        );
+        let a_now = got(&r.get("echo").await.unwrap()).unwrap();
+        assert!(a_now.is_down());
+        assert_eq!(a_now.weight(), Ok(3));
+        // The owner leaves and comes back: the override is still in force.
+        drop(a);
+        assert!(r.get("echo").await.unwrap().is_empty());
+        let _a = r.register(inst("a")).await.unwrap();
+        assert!(got(&r.get("echo").await.unwrap()).unwrap().is_down());
+        assert!(r.clear("echo", "a").await.unwrap());
+        assert!(!r.clear("echo", "a").await.unwrap());
+        let a_now = got(&r.get("echo").await.unwrap()).unwrap();
+        assert!(!a_now.is_down());
+        assert_eq!(a_now.metadata.get("weight"), None);
+    }
+
+    #[tokio::test]
+    async fn set_of_an_unknown_instance_keeps_nothing() {
+        let r = MemoryRegistry::new();
+        let down = Override::new().with_status(crate::Status::Down);
+        assert!(!r.set("echo", "a", down).await.unwrap());
+        let _a = r.register(inst("a")).await.unwrap();
+        assert!(
+            !r.get("echo")
+                .await
+                .unwrap()
+                .instances()
+                .get("a")
+                .unwrap()
+                .is_down()
+        );
+        assert!(
+            r.set("echo", "a", Override::new().with_weight(0))
+                .await
+                .is_err()
+        );
     }
 }

@@ -21,7 +21,10 @@ use std::{collections::BTreeMap, fmt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::{BoxFuture, Discovery, Error, Instance};
+use crate::{
+    BoxFuture, Discovery, Error, Instance,
+    instance::{STATUS, WEIGHT},
+};
 
 /// Announces instances to a registry.
 pub trait Registrar: Send + Sync + fmt::Debug {
@@ -118,6 +121,59 @@ impl Override {
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
         self.status.is_none() && self.weight.is_none() && self.metadata.is_empty()
+    }
+
+    /// Checks what every backend requires before writing it: a positive
+    /// weight, non-empty metadata keys, and no `status` or `weight` in the
+    /// metadata (they have their own fields).
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = Error::InvalidInstance;
+        if self.weight == Some(0) {
+            return Err(invalid(
+                "override weight 0 is not a positive integer".into(),
+            ));
+        }
+        for key in self.metadata.keys() {
+            if key.is_empty() {
+                return Err(invalid("empty metadata key in an override".into()));
+            }
+            if key == STATUS || key == WEIGHT {
+                return Err(invalid(format!(
+                    "metadata key {key:?} is set with its own option, not as metadata"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lays `newer` over this override: the fields `newer` gives replace
+    /// these, the others stay (what [`Registrar::set`] does to the override
+    /// in force).
+    pub fn merge(&mut self, newer: Override) {
+        if newer.status.is_some() {
+            self.status = newer.status;
+        }
+        if newer.weight.is_some() {
+            self.weight = newer.weight;
+        }
+        self.metadata.extend(newer.metadata);
+    }
+
+    /// The owner's record with this override in force: status under
+    /// [`STATUS`], weight under [`WEIGHT`], metadata entries over the
+    /// owner's. What every backend's snapshots show.
+    pub fn apply(&self, instance: &mut Instance) {
+        instance
+            .metadata
+            .extend(self.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(status) = self.status {
+            instance
+                .metadata
+                .insert(STATUS.into(), status.as_str().into());
+        }
+        if let Some(weight) = self.weight {
+            instance.metadata.insert(WEIGHT.into(), weight.to_string());
+        }
     }
 }
 

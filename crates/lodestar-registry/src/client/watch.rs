@@ -25,7 +25,7 @@ use lodestar::{
 use super::Shared;
 use crate::{
     form::Form,
-    wire::{Code, Fetched, STATUS_UP},
+    wire::{Code, Fetched},
 };
 
 /// Time allowed for a poll on top of the request timeout: the server holds
@@ -126,19 +126,9 @@ impl App {
 impl Source for App {
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
         Box::pin(async move {
-            let query = Form::new()
-                .pair("appid", &self.service)
-                .pair("env", &self.shared.config.env)
-                .pair("status", "3")
-                .finish();
-            let reply = self
-                .shared
-                .get(&format!("/discovery/fetch?{query}"))
-                .await?;
-            let listing = if reply.code() == Some(Code::NotFound) {
-                Listing::new(0, Vec::new())
-            } else {
-                listing(&self.shared.data(reply)?)
+            let listing = match fetch(&self.shared, &self.service).await? {
+                None => Listing::new(0, Vec::new()),
+                Some(fetched) => listing(&fetched),
             };
             match self.distrust_empty(listing.is_empty()) {
                 None => Ok(listing),
@@ -168,21 +158,40 @@ impl Source for App {
     }
 }
 
-/// The instances that take traffic (status 1), keyed by hostname; an
-/// operator's `set status=2` takes an instance out of every snapshot.
+/// Every instance of `service` (status mask 3: up and down), or `None` if
+/// the registry has no such application.
+async fn fetch(shared: &Shared, service: &str) -> Result<Option<Fetched>, Error> {
+    let query = Form::new()
+        .pair("appid", service)
+        .pair("env", &shared.config.env)
+        .pair("status", "3")
+        .finish();
+    let reply = shared.get(&format!("/discovery/fetch?{query}")).await?;
+    if reply.code() == Some(Code::NotFound) {
+        return Ok(None);
+    }
+    shared.data(reply).map(Some)
+}
+
+/// Every instance, keyed by hostname, at the application's timestamp.
 fn listing(fetched: &Fetched) -> Listing {
-    let records = fetched
+    let revision = u64::try_from(fetched.latest_timestamp).unwrap_or_default();
+    Listing::new(revision, records(fetched))
+}
+
+/// Every instance, keyed by hostname. One an operator set down (status 2)
+/// stays, marked `status=down` ([`crate::wire::Instance::to_lodestar`]): `watch`
+/// and the dashboard show it, and no lodestar client sends it new calls.
+fn records(fetched: &Fetched) -> Vec<Record> {
+    fetched
         .instances
         .values()
         .flatten()
-        .filter(|record| record.status == STATUS_UP)
         .map(|record| {
             let version = u64::try_from(record.dirty_timestamp).unwrap_or_default();
             Record::new(&record.hostname, version, record.to_lodestar())
         })
-        .collect();
-    let revision = u64::try_from(fetched.latest_timestamp).unwrap_or_default();
-    Listing::new(revision, records)
+        .collect()
 }
 
 // === impl Poll ===
@@ -210,13 +219,12 @@ impl Follow for Poll {
                     Polled::Changed(fetched) => {
                         self.known = true;
                         self.latest = fetched.latest_timestamp;
-                        return Ok(Update::Reset(listing(&fetched)));
+                        return self.with_down(records(&fetched)).await;
                     }
                     Polled::NotModified => {}
                     Polled::Gone => {
                         self.known = false;
-                        let revision = u64::try_from(self.latest).unwrap_or_default();
-                        return Ok(Update::Reset(Listing::new(revision, Vec::new())));
+                        return self.with_down(Vec::new()).await;
                     }
                 }
             }
@@ -225,6 +233,25 @@ impl Follow for Poll {
 }
 
 impl Poll {
+    /// Polls answer up instances only (what discovery's clients see); the
+    /// snapshot keeps those set down too, so the whole application is
+    /// fetched again (at most one fetch per change). The fetch is at least
+    /// as new as the poll's answer; the poll's timestamp stays the one to
+    /// poll from, so nothing after it is missed. An application with every
+    /// instance down is held by `polls` until one is up again (a `poll` would
+    /// answer `-404` at once).
+    async fn with_down(&self, polled: Vec<Record>) -> Result<Update, Interrupted> {
+        let revision = u64::try_from(self.latest).unwrap_or_default();
+        let fetched = fetch(&self.shared, &self.service)
+            .await
+            .map_err(Interrupted::Lost)?;
+        if self.shared.nodes.current() != self.node {
+            return Err(Interrupted::Gap("moved to another registry node".into()));
+        }
+        let records = fetched.as_ref().map_or(polled, records);
+        Ok(Update::Reset(Listing::new(revision, records)))
+    }
+
     fn query(&self) -> String {
         Form::new()
             .pair("appid", &self.service)

@@ -81,6 +81,9 @@ pub enum Capability {
     RestartEmpty,
     /// [`Backend::fail_over`]: several nodes with the same data.
     FailOver,
+    /// Operator overrides kept apart from the records, so they outlive an
+    /// instance's re-registration until cleared.
+    LastingOverrides,
 }
 
 /// A case that did not run, and why.

@@ -179,15 +179,15 @@ impl Balancer {
         found
     }
 
-    /// Ids of the instances currently out of rotation (health or outlier
-    /// detection), in id order.
+    /// Ids of the instances currently out of rotation (health, outlier
+    /// detection, or set down by an operator), in id order.
     pub fn ejected(&self) -> Vec<String> {
         let state = self.shared.lock_state();
         let now = self.shared.feedback.clock.now();
         let mut ids: Vec<String> = state
             .entries
             .iter()
-            .filter(|(_, e)| e.candidate.load.ejected(now))
+            .filter(|(_, e)| !rotates(&e.candidate, now))
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort_unstable();
@@ -494,8 +494,8 @@ impl Shared {
     fn add(&self, state: &mut State, instance: Arc<Instance>, now: u64) {
         let serving = self.initial_health == Health::Serving;
         let load = Arc::new(Load::new(self.ewma, now, serving));
-        let in_rotation = !load.ejected(now);
         let candidate = self.candidate(instance, load);
+        let in_rotation = rotates(&candidate, now);
         state.table.insert(&candidate, in_rotation);
         let id = candidate.id().to_string();
         let entry = Entry {
@@ -516,11 +516,13 @@ impl Shared {
         };
         state.table.remove(&old.candidate, old.in_rotation);
         let candidate = self.candidate(instance, old.candidate.load.clone());
-        state.table.insert(&candidate, old.in_rotation);
+        // An operator may have set it down or up: that is in the record.
+        let in_rotation = rotates(&candidate, now);
+        state.table.insert(&candidate, in_rotation);
         let id = candidate.id().to_string();
         let entry = Entry {
             candidate,
-            in_rotation: old.in_rotation,
+            in_rotation,
         };
         state.entries.insert(id, entry);
     }
@@ -581,7 +583,7 @@ impl State {
         let Some(entry) = self.entries.get_mut(id) else {
             return false;
         };
-        let in_rotation = !entry.candidate.load.ejected(now);
+        let in_rotation = rotates(&entry.candidate, now);
         if in_rotation == entry.in_rotation {
             return false;
         }
@@ -602,6 +604,13 @@ impl State {
             .min()
             .unwrap_or(u64::MAX)
     }
+}
+
+/// Whether a candidate is in rotation at `now`: not set down by an operator
+/// ([`Instance::is_down`]), serving, not ejected. A down instance gets no new
+/// picks; picks in flight complete against it as usual.
+fn rotates(candidate: &Candidate, now: u64) -> bool {
+    !candidate.instance().is_down() && !candidate.load.ejected(now)
 }
 
 /// The instance's weight; an invalid one is the default, warned about once.

@@ -646,3 +646,51 @@ proptest! {
         prop_assert_eq!(view(&b), view(&fresh));
     }
 }
+
+// --- operator status ---
+
+#[test]
+fn a_down_instance_gets_no_new_picks_and_comes_back_when_up() {
+    let b = balancer("round_robin", ids(3));
+    let in_flight = b.pick(&Route::new()).unwrap();
+    let busy = in_flight.instance().id.clone();
+    let mut instances = ids(3);
+    for i in &mut instances {
+        if i.id == busy {
+            i.metadata.insert("status".into(), "down".into());
+        }
+    }
+    b.update(snap(instances));
+    let rest: Vec<String> = picks(&b, &Route::new())
+        .into_iter()
+        .filter(|id| *id == busy)
+        .collect();
+    assert!(rest.is_empty(), "{busy} is down but was picked");
+    assert_eq!(b.ejected(), std::slice::from_ref(&busy));
+    // The call in flight completes against the instance it got.
+    assert_eq!(in_flight.instance().id, busy);
+    in_flight.success();
+    b.update(snap(ids(3)));
+    assert_eq!(picks(&b, &Route::new()).len(), 3, "back in rotation");
+    assert!(b.ejected().is_empty());
+}
+
+#[test]
+fn a_down_instance_stays_out_whatever_its_health_says() {
+    paused(|| {
+        let b = balancer("p2c", ids(2));
+        let mut instances = ids(2);
+        instances[0].metadata.insert("status".into(), "Down".into());
+        b.update(snap(instances));
+        b.set_health("i00", Health::Serving);
+        assert_eq!(
+            counts(&b, &Route::new(), 50).keys().collect::<Vec<_>>(),
+            ["i01"]
+        );
+        b.set_health("i01", Health::NotServing);
+        assert!(matches!(
+            b.pick(&Route::new()),
+            Err(Error::AllEjected { .. })
+        ));
+    });
+}

@@ -59,7 +59,8 @@ use std::{collections::HashMap, fmt, sync::Arc};
 use tokio::sync::watch;
 
 use crate::{
-    BoxFuture, Error, ErrorChain, Instance, Snapshot, Watch, backoff::Backoff, discovery::Instances,
+    BoxFuture, Error, ErrorChain, Instance, Override, Snapshot, Watch, backoff::Backoff,
+    discovery::Instances,
 };
 
 /// A backend's requests for one service; see the [module docs](self).
@@ -86,12 +87,21 @@ pub struct Listing {
     records: Vec<Record>,
 }
 
-/// One record of the registry, as read.
+/// One record of the registry, as read: an instance, or an operator's
+/// [`Override`] of one.
 #[derive(Debug)]
 pub struct Record {
     key: String,
     version: u64,
-    value: Result<Instance, Error>,
+    value: Value,
+}
+
+/// What a [`Record`] holds.
+#[derive(Debug)]
+enum Value {
+    Instance(Result<Instance, Error>),
+    /// An override of the instance with this id.
+    Override(String, Result<Override, Error>),
 }
 
 /// What a [`Follow`] yields.
@@ -138,6 +148,10 @@ pub enum Interrupted {
 struct View {
     service: String,
     entries: HashMap<String, Entry>,
+    /// id -> the override in force.
+    overrides: HashMap<String, Override>,
+    /// id -> the key of the record shown for it.
+    shown_by: HashMap<String, String>,
     instances: Instances,
     skipped: usize,
     /// The source's revision, to follow from.
@@ -150,7 +164,14 @@ struct View {
 
 /// One key of the view.
 enum Entry {
-    Good(Arc<Instance>),
+    /// An instance: the owner's record, and what the snapshots show (the
+    /// record with any override of its id applied).
+    Good {
+        record: Arc<Instance>,
+        shown: Arc<Instance>,
+    },
+    /// An operator's override of the instance `id`.
+    Override { id: String, value: Override },
     /// A value that does not parse, at this version (warned about once).
     Bad(u64),
 }
@@ -265,7 +286,25 @@ impl Record {
         Self {
             key: key.into(),
             version,
-            value,
+            value: Value::Instance(value),
+        }
+    }
+
+    /// An operator's override of the instance `id` at `key` (kept apart
+    /// from the instances' keys), written at `version`, or why it did not
+    /// parse. The driver merges it into the instance `id` of every snapshot
+    /// ([`Override::apply`]), whenever either of them changes; one that
+    /// does not parse is skipped and counted like a bad record.
+    pub fn overriding(
+        key: impl Into<String>,
+        version: u64,
+        id: impl Into<String>,
+        value: Result<Override, Error>,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            version,
+            value: Value::Override(id.into(), value),
         }
     }
 }
@@ -277,6 +316,8 @@ impl View {
         Self {
             service: service.to_string(),
             entries: HashMap::new(),
+            overrides: HashMap::new(),
+            shown_by: HashMap::new(),
             instances: Instances::default(),
             skipped: 0,
             revision: 0,
@@ -365,36 +406,101 @@ impl View {
             value,
         } = record;
         match value {
-            Ok(instance) => self.put_good(key, instance),
-            Err(error) => self.put_bad(key, version, &error),
+            Value::Instance(Ok(instance)) => self.put_good(key, instance),
+            Value::Override(id, Ok(value)) => self.put_override(key, id, value),
+            Value::Instance(Err(error)) | Value::Override(_, Err(error)) => {
+                self.put_bad(key, version, &error)
+            }
         }
     }
 
     fn put_good(&mut self, key: String, instance: Instance) -> bool {
         match self.entries.get(&key) {
-            Some(Entry::Good(old)) if **old == instance => return false,
-            Some(Entry::Good(old)) => {
-                let old = old.clone();
-                self.forget(&old);
-            }
+            Some(Entry::Good { record, .. }) if **record == instance => return false,
             Some(Entry::Bad(_)) => self.skipped -= 1,
-            None => {}
+            _ => {}
         }
-        let instance = Arc::new(instance);
-        if let Some(other) = self.instances.insert(instance.clone()) {
+        self.drop_entry(&key);
+        let record = Arc::new(instance);
+        let shown = self.shown(&record);
+        if let Some(other) = self.instances.insert(shown.clone()) {
             tracing::warn!(service = %self.service, id = %other.id, %key, "two registry keys hold the same instance id; the newest wins");
         }
-        self.entries.insert(key, Entry::Good(instance));
+        self.shown_by.insert(record.id.clone(), key.clone());
+        self.entries.insert(key, Entry::Good { record, shown });
         true
+    }
+
+    /// The record as snapshots show it: with the override of its id, if any.
+    fn shown(&self, record: &Arc<Instance>) -> Arc<Instance> {
+        match self.overrides.get(&record.id) {
+            None => record.clone(),
+            Some(value) => {
+                let mut shown = Instance::clone(record);
+                value.apply(&mut shown);
+                Arc::new(shown)
+            }
+        }
+    }
+
+    fn put_override(&mut self, key: String, id: String, value: Override) -> bool {
+        match self.entries.get(&key) {
+            Some(Entry::Override { id: old, value: v }) if *old == id && *v == value => {
+                return false;
+            }
+            Some(Entry::Bad(_)) => self.skipped -= 1,
+            _ => {}
+        }
+        self.drop_entry(&key);
+        self.overrides.insert(id.clone(), value.clone());
+        self.entries.insert(
+            key,
+            Entry::Override {
+                id: id.clone(),
+                value,
+            },
+        );
+        self.refresh(&id);
+        true
+    }
+
+    /// Shows the instance `id` again with the override now in force.
+    fn refresh(&mut self, id: &str) {
+        let Some(key) = self.shown_by.get(id).cloned() else {
+            return;
+        };
+        let Some(Entry::Good { record, .. }) = self.entries.get(&key) else {
+            return;
+        };
+        let record = record.clone();
+        let shown = self.shown(&record);
+        self.instances.insert(shown.clone());
+        self.entries.insert(key, Entry::Good { record, shown });
+    }
+
+    /// Takes out what the entry at `key` contributes (its instance, its
+    /// override), leaving the entry itself and the skipped count.
+    fn drop_entry(&mut self, key: &str) {
+        match self.entries.get(key) {
+            Some(Entry::Good { shown, .. }) => {
+                let shown = shown.clone();
+                self.forget(&shown);
+            }
+            Some(Entry::Override { id, .. }) => {
+                let id = id.clone();
+                self.overrides.remove(&id);
+                self.refresh(&id);
+            }
+            _ => {}
+        }
     }
 
     fn put_bad(&mut self, key: String, version: u64, error: &Error) -> bool {
         let changed = match self.entries.get(&key) {
             Some(Entry::Bad(seen)) if *seen == version => return false,
             Some(Entry::Bad(_)) => false,
-            Some(Entry::Good(old)) => {
-                let old = old.clone();
-                self.forget(&old);
+            Some(_) => {
+                self.drop_entry(&key);
                 self.skipped += 1;
                 true
             }
@@ -410,11 +516,9 @@ impl View {
 
     /// Removes the record at `key`; whether the view changed.
     fn remove(&mut self, key: &str) -> bool {
+        self.drop_entry(key);
         match self.entries.remove(key) {
-            Some(Entry::Good(old)) => {
-                self.forget(&old);
-                true
-            }
+            Some(Entry::Good { .. } | Entry::Override { .. }) => true,
             Some(Entry::Bad(_)) => {
                 self.skipped -= 1;
                 true
@@ -432,6 +536,7 @@ impl View {
             .is_some_and(|current| Arc::ptr_eq(current, old))
         {
             self.instances.remove(&old.id);
+            self.shown_by.remove(&old.id);
         }
     }
 

@@ -337,3 +337,91 @@ async fn get_lists_once() {
         (vec!["a".into(), "b".into()], 1, 4)
     );
 }
+
+fn overriding(id: &str, version: u64, value: Result<Override, Error>) -> Record {
+    Record::overriding(format!("/o/{id}"), version, id, value)
+}
+
+fn down() -> Result<Override, Error> {
+    Ok(Override::new().with_status(crate::Status::Down))
+}
+
+fn is_down(snapshot: &Snapshot, id: &str) -> Option<bool> {
+    snapshot.instance(id).map(Instance::is_down)
+}
+
+#[tokio::test(start_paused = true)]
+async fn overrides_are_merged_into_their_instance_whichever_comes_first() {
+    let source = Scripted::default();
+    // An override of an instance not registered yet, one of a registered one.
+    let listing = vec![
+        good("a", "1"),
+        overriding("a", 1, down()),
+        overriding("b", 1, down()),
+    ];
+    source.push_list(Ok(Listing::new(10, listing)));
+    let events = source.push_follow();
+    let mut watch = watch("s", source.clone()).await.unwrap();
+    let first = next(&mut watch).await;
+    assert_eq!(ids(&first), ["a"], "an override alone is no instance");
+    assert_eq!(is_down(&first, "a"), Some(true));
+
+    // b registers: its override applies; a re-registers: still down.
+    events
+        .send(changes(11, vec![good("b", "1"), good("a", "2")], &[]))
+        .unwrap();
+    let second = next(&mut watch).await;
+    assert_eq!(
+        (is_down(&second, "a"), is_down(&second, "b")),
+        (Some(true), Some(true))
+    );
+    assert_eq!(second.instance("a").unwrap().version, "2");
+
+    // a's override is deleted, b's replaced by a weight only.
+    let weight = Ok(Override::new().with_weight(5));
+    let update = Ok(Update::Changes {
+        revision: 12,
+        changes: vec![
+            Delta::Remove("/o/a".into()),
+            Delta::Put(overriding("b", 2, weight)),
+        ],
+    });
+    events.send(update).unwrap();
+    let third = next(&mut watch).await;
+    assert_eq!(
+        (is_down(&third, "a"), is_down(&third, "b")),
+        (Some(false), Some(false))
+    );
+    assert_eq!(third.instance("b").unwrap().weight(), Ok(5));
+    assert_eq!(third.skipped(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_override_is_skipped_and_counted() {
+    let source = Scripted::default();
+    source.push_list(Ok(Listing::new(
+        10,
+        vec![good("a", "1"), overriding("a", 1, down())],
+    )));
+    let events = source.push_follow();
+    let mut watch = watch("s", source.clone()).await.unwrap();
+    let first = next(&mut watch).await;
+    assert_eq!(is_down(&first, "a"), Some(true));
+    let garbage = Err(Error::InvalidInstance("not an override".into()));
+    events
+        .send(changes(11, vec![overriding("a", 2, garbage)], &[]))
+        .unwrap();
+    let second = next(&mut watch).await;
+    assert_eq!(
+        is_down(&second, "a"),
+        Some(false),
+        "the bad value replaced it"
+    );
+    assert_eq!(second.skipped(), 1);
+    let update = Ok(Update::Changes {
+        revision: 12,
+        changes: vec![Delta::Remove("/o/a".into())],
+    });
+    events.send(update).unwrap();
+    assert_eq!(next(&mut watch).await.skipped(), 0);
+}
