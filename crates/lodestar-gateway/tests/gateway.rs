@@ -71,6 +71,7 @@ async fn colour_and_version_headers_pick_lanes_in_the_builtin_registry() {
     let _blue = Echo::start(&reg, "web", "blue-v1", "v1", Some("blue")).await;
     let gw = Gw::routes(&reg, &["/=web"]).await;
     wait_for_instances(gw.addr, "/", &[], &["base-v1", "base-v2"]).await;
+    wait_for_instances(gw.addr, "/", &[("lodestar-color", "blue")], &["blue-v1"]).await;
     let client = client();
     for _ in 0..30 {
         // No colour: never the coloured instance.
@@ -199,10 +200,14 @@ async fn rate_limited_routes_answer_429_with_retry_after() {
     let reg = builtin().await;
     let _a = Echo::start(&reg, "web", "a", "v1", None).await;
     let config = Config::from_toml(
-        "[[route]]\nprefix = \"/\"\nservice = \"web\"\n[route.rate_limit]\nper_sec = 0.5\nburst = 3\n",
+        "[[route]]\nprefix = \"/\"\nservice = \"web\"\n[route.rate_limit]\nper_sec = 0.5\nburst = 3\n\
+         [[route]]\nprefix = \"/probe\"\nservice = \"web\"\n",
     )
     .unwrap();
     let gw = Gw::start(&reg, config).await;
+    // The same upstream through an unlimited route: wait without spending
+    // the bucket.
+    wait_for_instances(gw.addr, "/probe", &[], &["a"]).await;
     let client = client();
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -239,6 +244,26 @@ async fn an_instance_set_down_in_the_registry_gets_nothing() {
     for _ in 0..50 {
         assert_eq!(get(&client, gw.addr, "/", &[]).await.instance(), "b");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_set_down_through_registrar_set_in_etcd_gets_nothing_until_up() {
+    use lodestar::{Override, Status};
+    let reg = etcd().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let _b = Echo::start(&reg, "web", "b", "v1", None).await;
+    let gw = Gw::routes(&reg, &["/=web"]).await;
+    wait_for_instances(gw.addr, "/", &[], &["a", "b"]).await;
+    let down = Override::default().with_status(Status::Down);
+    assert!(reg.registry.set("web", "a", down).await.unwrap());
+    wait_for_instances(gw.addr, "/", &[], &["b"]).await;
+    let client = client();
+    for _ in 0..50 {
+        assert_eq!(get(&client, gw.addr, "/", &[]).await.instance(), "b");
+    }
+    let up = Override::default().with_status(Status::Up);
+    assert!(reg.registry.set("web", "a", up).await.unwrap());
+    wait_for_instances(gw.addr, "/", &[], &["a", "b"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
