@@ -571,3 +571,37 @@ async fn http2_clients_reach_http1_backends_and_host_routes_apply() {
         assert_eq!(json["headers"]["host"], authority);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_picked_up_without_a_signal_and_a_bad_one_is_refused() {
+    let reg = builtin().await;
+    let _one = Echo::start(&reg, "one", "one-a", "v1", None).await;
+    let _two = Echo::start(&reg, "two", "two-a", "v1", None).await;
+    let dir = std::env::temp_dir().join(format!("lodestar-gw-poll-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, "[[route]]\nprefix = \"/\"\nservice = \"one\"\n").unwrap();
+    let config = lodestar_gateway::reload::load(&file, &[]).unwrap();
+    let gw = Gw::start(&reg, config).await;
+    let follow = tokio::spawn(lodestar_gateway::reload::follow(
+        gw.gateway.clone(),
+        file.clone(),
+        vec!["/extra=one".to_string()],
+    ));
+    wait_for_instances(gw.addr, "/", &[], &["one-a"]).await;
+    // Polled: a different size is a change even within the same second.
+    std::fs::write(
+        &file,
+        "[[route]]\nprefix = \"/\"\nservice = \"two\"\n# changed\n",
+    )
+    .unwrap();
+    wait_for_instances(gw.addr, "/", &[], &["two-a"]).await;
+    // The --route flags are applied on top of the file.
+    wait_for_instances(gw.addr, "/extra", &[], &["one-a"]).await;
+    std::fs::write(&file, "[[route]]\nprefix = \"nope\"\nservice = \"one\"\n").unwrap();
+    tokio::time::sleep(lodestar_gateway::reload::POLL * 3).await;
+    wait_for_instances(gw.addr, "/", &[], &["two-a"]).await;
+    wait_for_instances(gw.addr, "/extra", &[], &["one-a"]).await;
+    follow.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
