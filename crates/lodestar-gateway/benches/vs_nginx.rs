@@ -364,13 +364,14 @@ async fn bench() {
         .parse()
         .expect("address");
     let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
-    let _gateway = child(
+    let gateway_child = child(
         "gateway",
         &[("REGISTRY", &url), ("LISTEN", &gateway_addr.to_string())],
         Stdio::from(log),
     )
     .spawn()
     .expect("gateway child");
+    let gateway_pid = gateway_child.id().expect("gateway running");
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
     wait_until("the gateway to reach 3 instances", async || {
@@ -386,7 +387,7 @@ async fn bench() {
         .expect("address");
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&dir, nginx_addr, &backends)).expect("nginx.conf");
-    let _nginx = Nginx(
+    let nginx_child = Nginx(
         Command::new(&nginx_bin)
             .arg("-p")
             .arg(&dir)
@@ -409,16 +410,27 @@ async fn bench() {
     // Warm both up (connections, caches, p2c's estimates).
     wrk(nginx_addr, 2, connections).await;
     wrk(gateway_addr, 2, connections).await;
+    let nginx_pid = nginx_child.0.id().expect("nginx running");
+    let cpu = cpu_ticks(nginx_pid);
     let nginx = wrk(nginx_addr, seconds, connections).await;
+    let nginx_cpu = cpu_ticks(nginx_pid) - cpu;
+    let cpu = cpu_ticks(gateway_pid);
     let gateway = wrk(gateway_addr, seconds, connections).await;
+    let gateway_cpu = cpu_ticks(gateway_pid) - cpu;
     println!(
-        "{:<10} {:>12} {:>10} {:>10}  errors",
-        "", "req/s", "p50 ms", "p99 ms"
+        "{:<10} {:>12} {:>10} {:>10} {:>14}  errors",
+        "", "req/s", "p50 ms", "p99 ms", "CPU us/req"
     );
-    for (name, f) in [("nginx", &nginx), ("gateway", &gateway)] {
+    for (name, f, ticks) in [
+        ("nginx", &nginx, nginx_cpu),
+        ("gateway", &gateway, gateway_cpu),
+    ] {
+        // Ticks are 1/100 s (USER_HZ); CPU per request is what a shared,
+        // loaded machine changes least.
+        let per_request = ticks as f64 * 10_000.0 / (f.rps * seconds as f64);
         println!(
-            "{name:<10} {:>12.0} {:>10.3} {:>10.3}  {}",
-            f.rps, f.p50_ms, f.p99_ms, f.errors
+            "{name:<10} {:>12.0} {:>10.3} {:>10.3} {:>14.1}  {}",
+            f.rps, f.p50_ms, f.p99_ms, per_request, f.errors
         );
     }
     println!(
@@ -430,6 +442,36 @@ async fn bench() {
     lifecycle(&url, gateway_addr).await;
     drop(echoes);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// User + system CPU ticks of `pid` and its children (nginx's workers).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = |pid: &str| -> Option<(u64, u32)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command, which is in parentheses.
+        let rest = &text[text.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = fields.get(1)?.parse().ok()?;
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime, ppid))
+    };
+    let mut total = stat(&pid.to_string()).map_or(0, |s| s.0);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((ticks, ppid)) = stat(name)
+            && ppid == pid
+        {
+            total += ticks;
+        }
+    }
+    total
 }
 
 /// Registration to first request, SIGTERM to last, under a light load
