@@ -452,3 +452,44 @@ fn echo_of(registry: &str, service: &str, id: &str) -> Child {
     .spawn()
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_gateway_flags_and_files_are_refused_with_the_reason() {
+    // Checked before the registry is contacted: none is needed.
+    let url = "lodestar://127.0.0.1:1".to_string();
+    let out = support::run(&url, &["gateway", "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("no route"), "{}", out.stderr);
+    let out = support::run(
+        &url,
+        &["gateway", "--listen", "127.0.0.1:0", "--route", "api=web"],
+    )
+    .await;
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("must start with '/'"), "{}", out.stderr);
+    let file = std::env::temp_dir().join(format!("lodestar-gw-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "[[route]]\nprefix = \"/\"\nservice = \"web\"\npolicy = \"fastest\"\n",
+    )
+    .unwrap();
+    let out = support::run(
+        &url,
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .contains("route /: unknown balancing policy \"fastest\""),
+        "{}",
+        out.stderr
+    );
+}
