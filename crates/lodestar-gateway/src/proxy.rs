@@ -44,7 +44,6 @@ struct Parts {
     path: PathAndQuery,
     headers: http::HeaderMap,
     grpc: bool,
-    upgrade: bool,
 }
 
 /// How one try went.
@@ -499,7 +498,6 @@ impl Parts {
             path,
             headers,
             grpc,
-            upgrade,
         })
     }
 
@@ -519,7 +517,6 @@ impl Parts {
             Version::HTTP_11
         };
         *request.headers_mut() = self.headers.clone();
-        let _ = self.upgrade;
         Ok(request)
     }
 }
