@@ -77,6 +77,26 @@ pub const SCRIPT: Spec = Spec {
     min_version: None,
 };
 
+/// nginx, the reference proxy of the gateway bench (`vs_nginx`).
+pub const NGINX: Spec = Spec {
+    name: "nginx",
+    env_var: "NGINX_BIN",
+    package: "nginx",
+    manual: "install nginx (Debian/Ubuntu package `nginx`) and put it on PATH, \
+             or set NGINX_BIN=/path/to/nginx",
+    min_version: None,
+};
+
+/// wrk, the load generator of the gateway bench (`vs_nginx`).
+pub const WRK: Spec = Spec {
+    name: "wrk",
+    env_var: "WRK_BIN",
+    package: "wrk",
+    manual: "install wrk (Debian/Ubuntu package `wrk`) and put it on PATH, \
+             or set WRK_BIN=/path/to/wrk",
+    min_version: None,
+};
+
 /// A tool that is present and works.
 #[derive(Debug, Clone)]
 pub struct FoundTool {
@@ -314,3 +334,27 @@ fn install(
 
 #[cfg(test)]
 mod tests;
+
+/// Makes sure the benches' load tools ([`NGINX`], [`WRK`]) are present,
+/// installing missing ones with apt-get when possible. Neither answers
+/// `--version` with success (both print it for `-v`), so presence is what
+/// is checked; the bench reports what it ran.
+pub fn ensure_bench_tools() -> Result<Found, Failure> {
+    let path_var = env::var_os("PATH");
+    let mut apt: Option<Apt> = None;
+    let mut found = Found::default();
+    for spec in [&NGINX, &WRK] {
+        let path = match lookup(spec, env::var_os(spec.env_var), path_var.as_deref()) {
+            Lookup::Found(p) => p,
+            Lookup::BadOverride(message) => return Err(Failure::new(message)),
+            Lookup::Missing => install(spec, path_var.as_deref(), &mut apt)?,
+        };
+        println!("xtask: {} ({})", spec.name, path.display());
+        found.env.push((spec.env_var, path));
+        found.tools.push(FoundTool {
+            name: spec.name,
+            version: "present".into(),
+        });
+    }
+    Ok(found)
+}

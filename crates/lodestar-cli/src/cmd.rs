@@ -3,6 +3,7 @@
 pub(crate) mod call;
 pub(crate) mod demo;
 pub(crate) mod health;
+pub(crate) mod gateway;
 pub(crate) mod list;
 pub(crate) mod register;
 pub(crate) mod registry;

@@ -74,6 +74,8 @@ enum Command {
     ServeEcho(cmd::serve_echo::Args),
     /// Drive echo calls through the balanced channel; print distribution, errors, latency.
     Call(cmd::call::Args),
+    /// An HTTP/gRPC gateway routing by path prefix to discovered instances, balanced.
+    Gateway(cmd::gateway::Args),
     /// The whole story in one process: a built-in registry node, echo servers, balanced calls, a rolling restart.
     Demo(cmd::demo::Args),
 }
@@ -85,7 +87,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Demo(_) => "warn",
         _ => {
-            "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info"
+            "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info,lodestar_gateway=info"
         }
     };
     init_tracing(default_filter);
@@ -138,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeEcho(args) => cmd::serve_echo::run(&cli.registry, args).await,
         Command::Call(args) => cmd::call::run(&cli.registry, args).await,
         Command::Demo(args) => cmd::demo::run(args).await,
+        Command::Gateway(args) => cmd::gateway::run(&cli.registry, args).await,
         Command::Registry(args) => cmd::registry::run(args).await,
     }
 }

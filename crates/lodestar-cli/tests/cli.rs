@@ -383,10 +383,15 @@ async fn serve_echo_and_call_report_the_distribution_as_json() {
         .await
         .unwrap();
     let body = response.json().unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"instance": "a", "service": "echo", "version": "v1", "path": "/some/path"})
-    );
+    for (field, value) in [
+        ("instance", "a"),
+        ("service", "echo"),
+        ("version", "v1"),
+        ("method", "GET"),
+        ("path", "/some/path"),
+    ] {
+        assert_eq!(body[field], value, "{body}");
+    }
 
     // SIGTERM: the graceful sequence, then exit 0 and the record is gone.
     signal(&a, "-TERM");
