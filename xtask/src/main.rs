@@ -91,6 +91,9 @@ fn run(command: Command) -> Outcome {
         Command::Setup => {
             let mut found = tools::ensure(ToolSet::All)?;
             found.tools.extend(tools::ensure_bench_tools()?.tools);
+            found
+                .tools
+                .extend(tools::ensure_browser(&cargo::workspace_root())?.tools);
             let present: Vec<String> = found
                 .tools
                 .iter()
@@ -100,8 +103,11 @@ fn run(command: Command) -> Outcome {
             Ok(())
         }
         Command::Test(extra) => {
-            cargo::header("ensure tools (protoc, etcd)");
-            let found = tools::ensure(ToolSet::All)?;
+            cargo::header("ensure tools (protoc, etcd, chromium, node, playwright-core)");
+            let mut found = tools::ensure(ToolSet::All)?;
+            found
+                .env
+                .extend(tools::ensure_browser(&cargo::workspace_root())?.env);
             cargo::run_steps(&cargo::test_steps(&extra), &found.env)
         }
         Command::Demo(extra) => {

@@ -97,6 +97,38 @@ pub const WRK: Spec = Spec {
     min_version: None,
 };
 
+/// The browser of the dashboard's browser tests (driven by playwright-core,
+/// which downloads no browser of its own).
+pub const CHROMIUM: Spec = Spec {
+    name: "chromium",
+    env_var: "CHROMIUM",
+    package: "chromium",
+    manual: "install Chromium (Debian/Ubuntu package `chromium`) and put it on PATH, \
+             or set CHROMIUM=/path/to/chromium",
+    min_version: None,
+};
+
+/// Node.js, which runs the dashboard's browser test driver.
+pub const NODE: Spec = Spec {
+    name: "node",
+    env_var: "NODE",
+    package: "nodejs",
+    manual: "install Node.js (Debian/Ubuntu package `nodejs`) and put it on PATH",
+    min_version: None,
+};
+
+/// npm, which installs the driver's `playwright-core` (`npm ci`).
+pub const NPM: Spec = Spec {
+    name: "npm",
+    env_var: "NPM",
+    package: "npm",
+    manual: "install npm (Debian/Ubuntu package `npm`) and put it on PATH",
+    min_version: None,
+};
+
+/// Where the dashboard's browser tests keep their `package.json`.
+pub const BROWSER_TESTS: &str = "crates/lodestar-dashboard/tests/browser";
+
 /// A tool that is present and works.
 #[derive(Debug, Clone)]
 pub struct FoundTool {
@@ -262,6 +294,43 @@ pub fn ensure(set: ToolSet) -> Result<Found, Failure> {
         ToolSet::All => &[&PROTOC, &ETCD, &SCRIPT],
         ToolSet::ProtocOnly => &[&PROTOC],
     };
+    ensure_specs(specs)
+}
+
+/// Makes sure what the dashboard's browser tests need is present:
+/// chromium, node and npm (installed with apt-get when missing), and
+/// `playwright-core` in [`BROWSER_TESTS`] (`npm ci` when it is missing).
+pub fn ensure_browser(root: &Path) -> Result<Found, Failure> {
+    let found = ensure_specs(&[&CHROMIUM, &NODE, &NPM])?;
+    let dir = root.join(BROWSER_TESTS);
+    if dir.join("node_modules/playwright-core").is_dir() {
+        println!("xtask: playwright-core present in {BROWSER_TESTS}");
+        return Ok(found);
+    }
+    let npm = found
+        .env
+        .iter()
+        .find(|(var, _)| *var == NPM.env_var)
+        .map(|(_, path)| path.clone())
+        .unwrap_or_else(|| PathBuf::from("npm"));
+    println!("xtask: installing playwright-core: npm ci in {BROWSER_TESTS}");
+    let status = Command::new(npm)
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| Failure::new(format!("could not run npm ci in {BROWSER_TESTS}: {e}")))?;
+    if !status.success() {
+        return Err(Failure::new(format!(
+            "npm ci in {BROWSER_TESTS} failed ({status}): the dashboard's browser tests need \
+             playwright-core from the npm registry"
+        )));
+    }
+    Ok(found)
+}
+
+/// Makes sure each tool of `specs` is present; see [`ensure`].
+fn ensure_specs(specs: &[&Spec]) -> Result<Found, Failure> {
     let path_var = env::var_os("PATH");
     let mut apt: Option<Apt> = None;
     let mut found = Found::default();

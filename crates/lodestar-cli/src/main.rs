@@ -76,6 +76,8 @@ enum Command {
     Call(cmd::call::Args),
     /// An HTTP/gRPC gateway routing by path prefix to discovered instances, balanced.
     Gateway(cmd::gateway::Args),
+    /// Serve the web console: services, instances, subscribers, live changes, registry nodes; traffic control with --allow-writes.
+    Dashboard(cmd::dashboard::Args),
     /// The whole story in one process: a built-in registry node, echo servers, balanced calls, a rolling restart.
     Demo(cmd::demo::Args),
 }
@@ -141,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Call(args) => cmd::call::run(&cli.registry, args).await,
         Command::Demo(args) => cmd::demo::run(args).await,
         Command::Gateway(args) => cmd::gateway::run(&cli.registry, args).await,
+        Command::Dashboard(args) => cmd::dashboard::run(&cli.registry, args).await,
         Command::Registry(args) => cmd::registry::run(args).await,
     }
 }

@@ -150,3 +150,15 @@ fn manual_instructions_name_package_and_variable() {
     assert!(ETCD.manual.contains("etcd-server"));
     assert!(ETCD.manual.contains("ETCD_BIN="));
 }
+
+#[test]
+fn browser_tools_name_their_packages_and_the_npm_folder_exists() {
+    assert_eq!(CHROMIUM.package, "chromium");
+    assert!(CHROMIUM.manual.contains("CHROMIUM="));
+    assert_eq!(NODE.package, "nodejs");
+    assert_eq!(NPM.package, "npm");
+    // `npm ci` needs the lock file where ensure_browser looks.
+    let dir = crate::cargo::workspace_root().join(BROWSER_TESTS);
+    assert!(dir.join("package.json").is_file(), "{}", dir.display());
+    assert!(dir.join("package-lock.json").is_file(), "{}", dir.display());
+}

@@ -77,6 +77,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/discovery/poll", get(poll))
         .route("/discovery/polls", get(polls))
         .route("/discovery/nodes", get(nodes))
+        .route("/lodestar/status", get(status))
         .fallback(|| async { answer(Code::NotFound, "no such route", &Value::Null) })
         .with_state(node)
 }
@@ -386,6 +387,29 @@ async fn nodes(State(node): State<Arc<Node>>) -> Answer {
         );
     }
     Ok(ok(&list))
+}
+
+/// lodestar's own read-only view of the node for operators (the
+/// dashboard): itself, its peers' replication state and self-protection's
+/// counters. Plain JSON, not discovery's envelope: no discovery client
+/// reads it.
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    let addr = node
+        .config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| node.config.listen.to_string());
+    let body = serde_json::json!({
+        "addr": addr,
+        "zone": node.config.zone,
+        "env": node.config.env,
+        "ready": node.is_ready(),
+        "instances": node.store.len(),
+        "renew_interval_secs": node.config.renew_interval.as_secs_f64(),
+        "protection": node.store.protection(),
+        "peers": node.peers.status(),
+    });
+    respond(StatusCode::OK, &body)
 }
 
 /// The parameters of a read; `-503` while the node warms up.

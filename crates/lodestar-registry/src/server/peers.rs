@@ -76,6 +76,21 @@ struct Link {
     dropped: AtomicU64,
 }
 
+/// One peer's replication state as an operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct PeerStatus {
+    /// Where the peer is reached.
+    pub(crate) addr: String,
+    /// The peer's zone.
+    pub(crate) zone: String,
+    /// Whether the last exchange with it succeeded.
+    pub(crate) up: bool,
+    /// Writes waiting to be sent to it.
+    pub(crate) queued: usize,
+    /// Writes dropped because its queue was full (renews repair them).
+    pub(crate) dropped: u64,
+}
+
 /// The receiving ends, handed to [`spawn`].
 pub(crate) struct Links(Vec<(String, Arc<AtomicBool>, mpsc::Receiver<Write>)>);
 
@@ -130,6 +145,20 @@ impl Peers {
             acked == self.links.len()
         };
         tokio::time::timeout(within, sent).await.unwrap_or(false)
+    }
+
+    /// Each peer's replication state, for `/lodestar/status`.
+    pub(crate) fn status(&self) -> Vec<PeerStatus> {
+        self.links
+            .iter()
+            .map(|l| PeerStatus {
+                addr: l.addr.clone(),
+                zone: l.zone.clone(),
+                up: l.up.load(Ordering::Relaxed),
+                queued: l.queue.max_capacity() - l.queue.capacity(),
+                dropped: l.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Each peer's address, zone and whether the last exchange succeeded.

@@ -131,6 +131,33 @@ struct Guard {
     window_start: Instant,
     renews: u64,
     protecting: bool,
+    /// The last whole window's renews and those expected, for operators.
+    last: Option<(u64, f64)>,
+}
+
+/// Self-protection as an operator sees it: what `/lodestar/status` shows.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub(crate) struct Protection {
+    /// Whether self-protection is on (eviction paused).
+    pub(crate) protecting: bool,
+    /// The window renews are counted over, in seconds.
+    pub(crate) window_secs: f64,
+    /// The share of expected renews below which protection turns on.
+    pub(crate) threshold: f64,
+    /// Renews counted in the window under way.
+    pub(crate) renews_current: u64,
+    /// Seconds into the window under way.
+    pub(crate) current_elapsed_secs: f64,
+    /// Renews of the last whole window, if one has passed.
+    pub(crate) renews_last_window: Option<u64>,
+    /// Renews expected in the last whole window, if one has passed.
+    pub(crate) expected_last_window: Option<f64>,
+    /// Renews expected in a whole window from the instances present now
+    /// (those without a TTL of their own).
+    pub(crate) expected_now: f64,
+    /// The renews below which a window turns protection on, from
+    /// `expected_now`.
+    pub(crate) threshold_renews: f64,
 }
 
 // === impl Store ===
@@ -144,6 +171,7 @@ impl Store {
                 window_start: now,
                 renews: 0,
                 protecting: false,
+                last: None,
             },
             next_general: now + config.evict_every,
             last_ts: 0,
@@ -358,6 +386,33 @@ impl Store {
         self.lock().guard.protecting
     }
 
+    /// Self-protection's counters, for `/lodestar/status`.
+    pub(crate) fn protection(&self) -> Protection {
+        let inner = self.lock();
+        let config = &self.config;
+        let subject = inner
+            .apps
+            .values()
+            .flat_map(|a| a.entries.values())
+            .filter(|e| e.instance.ttl == 0)
+            .count();
+        let per_instance = config.protect_window.as_secs_f64()
+            / config.renew_interval.as_secs_f64().max(f64::EPSILON);
+        let expected_now = subject as f64 * per_instance;
+        let guard = &inner.guard;
+        Protection {
+            protecting: guard.protecting,
+            window_secs: config.protect_window.as_secs_f64(),
+            threshold: config.protect_threshold,
+            renews_current: guard.renews,
+            current_elapsed_secs: guard.window_start.elapsed().as_secs_f64(),
+            renews_last_window: guard.last.map(|(renews, _)| renews),
+            expected_last_window: guard.last.map(|(_, expected)| expected),
+            expected_now,
+            threshold_renews: expected_now * config.protect_threshold,
+        }
+    }
+
     /// One eviction tick (every second at most): rolls the protection
     /// window, evicts instances past their own TTL and, every
     /// `evict_every`, those not renewed for `evict_after`. The evicted.
@@ -499,6 +554,7 @@ impl Inner {
             }
         }
         guard.protecting = protecting;
+        guard.last = Some((guard.renews, expected));
         guard.renews = 0;
         guard.window_start = now;
     }
