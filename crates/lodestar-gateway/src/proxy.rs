@@ -106,6 +106,16 @@ fn error(grpc: bool, status: StatusCode, body: serde_json::Value) -> Response<Bo
     response
 }
 
+/// 408: the client did not send its body in time.
+fn slow_client(grpc: bool) -> Response<Body> {
+    let body = serde_json::json!({"error": "the request body did not arrive in time"});
+    let mut response = error(grpc, StatusCode::REQUEST_TIMEOUT, body);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The request's host, without port.
 fn host_of<B>(request: &Request<B>) -> Option<String> {
     let host = request
@@ -239,7 +249,7 @@ async fn forward(
     } else {
         usize::try_from(max_body).unwrap_or(usize::MAX)
     };
-    let slot = Slot::new(body, limit);
+    let slot = Slot::new(body, limit, limits.body_timeout());
     let parts = match Parts::new(route, head, client, host, grpc, upgrade) {
         Ok(parts) => parts,
         Err(message) => {
@@ -253,6 +263,10 @@ async fn forward(
     let tries = tries(shared, route, &lane, &parts, &slot);
     let mut outcome = match tokio::time::timeout(route.config.timeout(), tries).await {
         Ok(outcome) => outcome,
+        Err(_) if slot.client_sending() => Outcome {
+            response: slow_client(grpc),
+            instance: String::new(),
+        },
         Err(_) => refuse(
             StatusCode::GATEWAY_TIMEOUT,
             serde_json::json!({"error": "the backend did not answer in time", "service": upstream.service(), "timeout_ms": route.config.timeout_ms}),
@@ -362,16 +376,42 @@ async fn try_once(
     )
     .await;
     match sent {
-        Ok(Ok(response)) => judge(route, parts, pick, response, instance, replayable && more),
+        Ok(Ok(response)) => judge(
+            route,
+            parts,
+            slot,
+            pick,
+            response,
+            instance,
+            replayable && more,
+        ),
         Ok(Err(e)) => {
-            pick.failure();
+            // The client's fault (too large, gone, garbage): a 4xx, and the
+            // instance is not blamed (the pick is dropped, not failed).
             if slot.over_limit() {
+                drop(pick);
                 let body = serde_json::json!({"error": "request body too large"});
                 return Try::Done(Outcome {
                     response: error(grpc, StatusCode::PAYLOAD_TOO_LARGE, body),
                     instance,
                 });
             }
+            if slot.client_stalled() {
+                drop(pick);
+                return Try::Done(Outcome {
+                    response: slow_client(grpc),
+                    instance,
+                });
+            }
+            if slot.client_broke() {
+                drop(pick);
+                let body = serde_json::json!({"error": "the request body could not be read"});
+                return Try::Done(Outcome {
+                    response: error(grpc, StatusCode::BAD_REQUEST, body),
+                    instance,
+                });
+            }
+            pick.failure();
             let error_text = lodestar::ErrorChain(&e).to_string();
             tracing::debug!(%service, %instance, error = %error_text, "try failed");
             let body = serde_json::json!({"error": format!("instance {instance} of {service} failed: {error_text}"), "service": service});
@@ -386,6 +426,14 @@ async fn try_once(
             } else {
                 Try::Done(outcome)
             }
+        }
+        Err(_) if slot.client_sending() => {
+            // A slow client, not a slow instance.
+            drop(pick);
+            Try::Done(Outcome {
+                response: slow_client(grpc),
+                instance,
+            })
         }
         Err(_) => {
             pick.failure();
@@ -408,6 +456,7 @@ async fn try_once(
 fn judge(
     route: &Route,
     parts: &Parts,
+    slot: &Arc<Slot>,
     pick: Pick,
     response: Response<Incoming>,
     instance: String,
@@ -442,7 +491,7 @@ fn judge(
     } else {
         Some(pick)
     };
-    let body = Tracked::new(body, pick, parts.grpc).boxed();
+    let body = Tracked::new(body, pick, parts.grpc, slot.clone()).boxed();
     Try::Done(Outcome {
         response: Response::from_parts(head, body),
         instance,

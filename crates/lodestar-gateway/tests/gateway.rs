@@ -605,3 +605,57 @@ async fn a_changed_file_is_picked_up_without_a_signal_and_a_bad_one_is_refused()
     follow.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_vanishing_uploader_gets_4xx_and_the_instance_is_not_blamed() {
+    use tokio::io::AsyncWriteExt;
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    // /sink reads the whole body before answering; /stall has a short body
+    // pause limit; / a short per-try timeout.
+    let config = Config::from_toml(
+        "[limits]\nbody_timeout_ms = 300\n\
+         [[route]]\nprefix = \"/\"\nservice = \"web\"\ntimeout_ms = 2000\n[route.retry]\nper_try_timeout_ms = 200\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    wait_for_instances(gw.addr, "/", &[], &["a"]).await;
+    let half = b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nfirst bytes";
+    // More than the 3 failures in a row that eject: none of these counts.
+    for _ in 0..4 {
+        assert_eq!(raw_http(gw.addr, half, false).await, Some(408));
+    }
+    // The same with a per-try timeout longer than the body pause limit.
+    gw.gateway.reload(
+        Config::from_toml(
+            "[limits]\nbody_timeout_ms = 200\n\
+             [[route]]\nprefix = \"/\"\nservice = \"web\"\n",
+        )
+        .unwrap(),
+    );
+    for _ in 0..4 {
+        assert_eq!(raw_http(gw.addr, half, false).await, Some(408));
+    }
+    // Clients that go away mid-body.
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream.write_all(half).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = gw.gateway.metrics().render();
+    assert!(
+        !metrics.contains("lodestar_gateway_ejections_total{"),
+        "{metrics}"
+    );
+    let client = client();
+    for _ in 0..5 {
+        assert_eq!(get(&client, gw.addr, "/", &[]).await.instance(), "a");
+    }
+    // And a whole body is read and counted.
+    let answer = send(&client, gw.addr, "POST", "/sink", &[], vec![1u8; 100_000])
+        .await
+        .unwrap();
+    assert_eq!(answer.json()["received"], 100_000);
+}
