@@ -106,6 +106,25 @@ fn error(grpc: bool, status: StatusCode, body: serde_json::Value) -> Response<Bo
     response
 }
 
+/// Runs `future` for at most `limit`, not counting the time the client is
+/// still sending a body the instance is reading: a long upload is not a slow
+/// instance (a stalled one is cut by the body pause limit). The limit is
+/// re-armed while the body flows, so after its end the wait is at most
+/// `limit` more.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    slot: &Slot,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(future);
+    loop {
+        match tokio::time::timeout(limit, &mut future).await {
+            Err(_) if slot.client_sending() => continue,
+            other => return other,
+        }
+    }
+}
+
 /// 408: the client did not send its body in time.
 fn slow_client(grpc: bool) -> Response<Body> {
     let body = serde_json::json!({"error": "the request body did not arrive in time"});
@@ -261,12 +280,8 @@ async fn forward(
     };
     route.budget.deposit();
     let tries = tries(shared, route, &lane, &parts, &slot);
-    let mut outcome = match tokio::time::timeout(route.config.timeout(), tries).await {
+    let mut outcome = match within(route.config.timeout(), &slot, tries).await {
         Ok(outcome) => outcome,
-        Err(_) if slot.client_sending() => Outcome {
-            response: slow_client(grpc),
-            instance: String::new(),
-        },
         Err(_) => refuse(
             StatusCode::GATEWAY_TIMEOUT,
             serde_json::json!({"error": "the backend did not answer in time", "service": upstream.service(), "timeout_ms": route.config.timeout_ms}),
@@ -370,8 +385,9 @@ async fn try_once(
         &shared.clients.http
     };
     let replayable = is_idempotent(&parts.method) && slot.replayable();
-    let sent = tokio::time::timeout(
+    let sent = within(
         route.config.retry.per_try_timeout(),
+        slot,
         client.request(request),
     )
     .await;
@@ -426,14 +442,6 @@ async fn try_once(
             } else {
                 Try::Done(outcome)
             }
-        }
-        Err(_) if slot.client_sending() => {
-            // A slow client, not a slow instance.
-            drop(pick);
-            Try::Done(Outcome {
-                response: slow_client(grpc),
-                instance,
-            })
         }
         Err(_) => {
             pick.failure();

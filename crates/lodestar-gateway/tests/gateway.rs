@@ -625,6 +625,28 @@ async fn a_slow_or_vanishing_uploader_gets_4xx_and_the_instance_is_not_blamed() 
     for _ in 0..4 {
         assert_eq!(raw_http(gw.addr, half, false).await, Some(408));
     }
+    // A slow but steady upload, longer than the per-try timeout, goes through:
+    // the timeouts count from the end of the body.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            stream.write_all(&[b'z'; 100]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"received\":1000"), "{answer}");
+    }
     // The same with a per-try timeout longer than the body pause limit.
     gw.gateway.reload(
         Config::from_toml(
