@@ -681,3 +681,76 @@ async fn a_slow_or_vanishing_uploader_gets_4xx_and_the_instance_is_not_blamed() 
         .unwrap();
     assert_eq!(answer.json()["received"], 100_000);
 }
+
+/// A registered instance that answers 500 to everything.
+async fn sick_instance(reg: &Reg, service: &str, id: &str) -> (lodestar::Registration, Task) {
+    use http_body_util::Full;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| async {
+                    let mut response = http::Response::new(Full::new(Bytes::from_static(b"sick")));
+                    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let instance = lodestar::Instance::new(service, id)
+        .with_version("v1")
+        .with_endpoint(lodestar::Endpoint::new("http", "127.0.0.1", port).unwrap());
+    let registration = reg.registry.register(instance).await.unwrap();
+    (registration, Task(task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answering_5xx_in_a_row_is_ejected() {
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let _sick = sick_instance(&reg, "web", "sick").await;
+    // No retries: every answer of the sick instance reaches the client.
+    let config = Config::from_toml(
+        "[[route]]\nprefix = \"/\"\nservice = \"web\"\npolicy = \"round_robin\"\n[route.retry]\nattempts = 1\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    let client = client();
+    lodestar_test_support::eventually("both instances in rotation", PATIENCE, || {
+        let client = client.clone();
+        async move {
+            let mut statuses = std::collections::BTreeSet::new();
+            for _ in 0..4 {
+                statuses.insert(get(&client, gw.addr, "/", &[]).await.status);
+            }
+            statuses.len() == 2
+        }
+    })
+    .await;
+    // A few more 500s at most (3 in a row eject), then only the healthy one.
+    let mut failures = 0;
+    for _ in 0..10 {
+        if get(&client, gw.addr, "/", &[]).await.status == 500 {
+            failures += 1;
+        }
+    }
+    assert!(failures <= 3, "{failures} answers from the sick instance");
+    for _ in 0..50 {
+        let answer = get(&client, gw.addr, "/", &[]).await;
+        assert_eq!((answer.status, answer.instance()), (200, "a".to_string()));
+    }
+    lodestar_test_support::eventually("the ejection in the metrics", PATIENCE, || async {
+        gw.gateway
+            .metrics()
+            .render()
+            .contains("lodestar_gateway_ejections_total{service=\"web\",instance=\"sick\"} 1")
+    })
+    .await;
+}
