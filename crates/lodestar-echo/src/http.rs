@@ -8,6 +8,8 @@
 //! - `POST`/`PUT` (any path but those below): the request body streamed back
 //!   as it arrives, never held whole, with `x-echo-instance` naming the
 //!   instance;
+//! - `POST /sink`: reads the whole body first, then answers the JSON with
+//!   the number of bytes `received` (an application that buffers);
 //! - `/status/NNN`: answers status `NNN` (the JSON as body);
 //! - `/delay/MS`: answers after `MS` milliseconds;
 //! - `/ws` with a WebSocket upgrade: echoes every text and binary message.
@@ -146,6 +148,9 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             return Ok(self.json(&request, StatusCode::OK));
         }
+        if path == "/sink" && request.method() == hyper::Method::POST {
+            return Ok(self.sink(request).await);
+        }
         if request.method() == hyper::Method::POST || request.method() == hyper::Method::PUT {
             return Ok(self.stream_back(request));
         }
@@ -153,7 +158,7 @@ impl Server {
     }
 
     /// The JSON description of what came in.
-    fn json(&self, request: &Request<Incoming>, status: StatusCode) -> Response<Body> {
+    fn json<B>(&self, request: &Request<B>, status: StatusCode) -> Response<Body> {
         let mut headers = BTreeMap::<String, String>::new();
         for (name, value) in request.headers() {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -182,6 +187,29 @@ impl Server {
             HeaderValue::from_static("application/json"),
         );
         self.name(&mut response);
+        response
+    }
+
+    /// Reads the body to its end, then answers how much came.
+    async fn sink(&self, request: Request<Incoming>) -> Response<Body> {
+        let (head, mut body) = request.into_parts();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    received += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                Err(_) => {
+                    let mut response = Response::new(full("the request body broke"));
+                    *response.status_mut() = StatusCode::BAD_REQUEST;
+                    return response;
+                }
+            }
+        }
+        let request = Request::from_parts(head, ());
+        let mut response = self.json(&request, StatusCode::OK);
+        let body = serde_json::json!({"instance": self.instance.id, "received": received});
+        *response.body_mut() = full(body.to_string());
         response
     }
 

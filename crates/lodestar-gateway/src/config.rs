@@ -6,6 +6,7 @@
 //! max_header_bytes = 65536      # request head (HTTP/1) / header list (HTTP/2)
 //! max_body_bytes = 10485760     # request body; 0: no limit
 //! header_timeout_ms = 10000     # a client must send its head within this
+//! body_timeout_ms = 10000       # ...and pause at most this between pieces of its body
 //! drain_timeout_ms = 30000      # SIGTERM: in-flight requests get this long
 //!
 //! [[route]]
@@ -90,6 +91,9 @@ pub struct Limits {
     /// A client must send its request head within this (slow clients are
     /// cut off).
     pub header_timeout_ms: u64,
+    /// A client may pause at most this long between two pieces of its
+    /// request body (408 beyond it; the instance is not blamed).
+    pub body_timeout_ms: u64,
     /// On SIGTERM, requests in flight get this long to finish.
     pub drain_timeout_ms: u64,
 }
@@ -220,9 +224,9 @@ impl Limits {
                 "limits.max_header_bytes must be at least 1024".into(),
             ));
         }
-        if self.header_timeout_ms == 0 {
+        if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 {
             return Err(Error::Invalid(
-                "limits.header_timeout_ms must be positive".into(),
+                "limits.header_timeout_ms and limits.body_timeout_ms must be positive".into(),
             ));
         }
         Ok(())
@@ -231,6 +235,11 @@ impl Limits {
     /// [`Limits::header_timeout_ms`] as a duration.
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// [`Limits::body_timeout_ms`] as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 
     /// [`Limits::drain_timeout_ms`] as a duration.
@@ -245,6 +254,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_body_bytes: 0,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
             drain_timeout_ms: 30_000,
         }
     }

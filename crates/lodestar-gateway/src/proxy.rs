@@ -106,6 +106,35 @@ fn error(grpc: bool, status: StatusCode, body: serde_json::Value) -> Response<Bo
     response
 }
 
+/// Runs `future` for at most `limit`, not counting the time the client is
+/// still sending a body the instance is reading: a long upload is not a slow
+/// instance (a stalled one is cut by the body pause limit). The limit is
+/// re-armed while the body flows, so after its end the wait is at most
+/// `limit` more.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    slot: &Slot,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(future);
+    loop {
+        match tokio::time::timeout(limit, &mut future).await {
+            Err(_) if slot.client_sending() => continue,
+            other => return other,
+        }
+    }
+}
+
+/// 408: the client did not send its body in time.
+fn slow_client(grpc: bool) -> Response<Body> {
+    let body = serde_json::json!({"error": "the request body did not arrive in time"});
+    let mut response = error(grpc, StatusCode::REQUEST_TIMEOUT, body);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The request's host, without port.
 fn host_of<B>(request: &Request<B>) -> Option<String> {
     let host = request
@@ -239,7 +268,7 @@ async fn forward(
     } else {
         usize::try_from(max_body).unwrap_or(usize::MAX)
     };
-    let slot = Slot::new(body, limit);
+    let slot = Slot::new(body, limit, limits.body_timeout());
     let parts = match Parts::new(route, head, client, host, grpc, upgrade) {
         Ok(parts) => parts,
         Err(message) => {
@@ -251,7 +280,7 @@ async fn forward(
     };
     route.budget.deposit();
     let tries = tries(shared, route, &lane, &parts, &slot);
-    let mut outcome = match tokio::time::timeout(route.config.timeout(), tries).await {
+    let mut outcome = match within(route.config.timeout(), &slot, tries).await {
         Ok(outcome) => outcome,
         Err(_) => refuse(
             StatusCode::GATEWAY_TIMEOUT,
@@ -356,22 +385,49 @@ async fn try_once(
         &shared.clients.http
     };
     let replayable = is_idempotent(&parts.method) && slot.replayable();
-    let sent = tokio::time::timeout(
+    let sent = within(
         route.config.retry.per_try_timeout(),
+        slot,
         client.request(request),
     )
     .await;
     match sent {
-        Ok(Ok(response)) => judge(route, parts, pick, response, instance, replayable && more),
+        Ok(Ok(response)) => judge(
+            route,
+            parts,
+            slot,
+            pick,
+            response,
+            instance,
+            replayable && more,
+        ),
         Ok(Err(e)) => {
-            pick.failure();
+            // The client's fault (too large, gone, garbage): a 4xx, and the
+            // instance is not blamed (the pick is dropped, not failed).
             if slot.over_limit() {
+                drop(pick);
                 let body = serde_json::json!({"error": "request body too large"});
                 return Try::Done(Outcome {
                     response: error(grpc, StatusCode::PAYLOAD_TOO_LARGE, body),
                     instance,
                 });
             }
+            if slot.client_stalled() {
+                drop(pick);
+                return Try::Done(Outcome {
+                    response: slow_client(grpc),
+                    instance,
+                });
+            }
+            if slot.client_broke() {
+                drop(pick);
+                let body = serde_json::json!({"error": "the request body could not be read"});
+                return Try::Done(Outcome {
+                    response: error(grpc, StatusCode::BAD_REQUEST, body),
+                    instance,
+                });
+            }
+            pick.failure();
             let error_text = lodestar::ErrorChain(&e).to_string();
             tracing::debug!(%service, %instance, error = %error_text, "try failed");
             let body = serde_json::json!({"error": format!("instance {instance} of {service} failed: {error_text}"), "service": service});
@@ -408,6 +464,7 @@ async fn try_once(
 fn judge(
     route: &Route,
     parts: &Parts,
+    slot: &Arc<Slot>,
     pick: Pick,
     response: Response<Incoming>,
     instance: String,
@@ -442,7 +499,7 @@ fn judge(
     } else {
         Some(pick)
     };
-    let body = Tracked::new(body, pick, parts.grpc).boxed();
+    let body = Tracked::new(body, pick, parts.grpc, slot.clone()).boxed();
     Try::Done(Outcome {
         response: Response::from_parts(head, body),
         instance,

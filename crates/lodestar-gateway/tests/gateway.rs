@@ -605,3 +605,152 @@ async fn a_changed_file_is_picked_up_without_a_signal_and_a_bad_one_is_refused()
     follow.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_vanishing_uploader_gets_4xx_and_the_instance_is_not_blamed() {
+    use tokio::io::AsyncWriteExt;
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    // /sink reads the whole body before answering; /stall has a short body
+    // pause limit; / a short per-try timeout.
+    let config = Config::from_toml(
+        "[limits]\nbody_timeout_ms = 300\n\
+         [[route]]\nprefix = \"/\"\nservice = \"web\"\ntimeout_ms = 2000\n[route.retry]\nper_try_timeout_ms = 200\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    wait_for_instances(gw.addr, "/", &[], &["a"]).await;
+    let half = b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nfirst bytes";
+    // More than the 3 failures in a row that eject: none of these counts.
+    for _ in 0..4 {
+        assert_eq!(raw_http(gw.addr, half, false).await, Some(408));
+    }
+    // A slow but steady upload, longer than the per-try timeout, goes through:
+    // the timeouts count from the end of the body.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            stream.write_all(&[b'z'; 100]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"received\":1000"), "{answer}");
+    }
+    // The same with a per-try timeout longer than the body pause limit.
+    gw.gateway.reload(
+        Config::from_toml(
+            "[limits]\nbody_timeout_ms = 200\n\
+             [[route]]\nprefix = \"/\"\nservice = \"web\"\n",
+        )
+        .unwrap(),
+    );
+    for _ in 0..4 {
+        assert_eq!(raw_http(gw.addr, half, false).await, Some(408));
+    }
+    // Clients that go away mid-body.
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream.write_all(half).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = gw.gateway.metrics().render();
+    assert!(
+        !metrics.contains("lodestar_gateway_ejections_total{"),
+        "{metrics}"
+    );
+    let client = client();
+    for _ in 0..5 {
+        assert_eq!(get(&client, gw.addr, "/", &[]).await.instance(), "a");
+    }
+    // And a whole body is read and counted.
+    let answer = send(&client, gw.addr, "POST", "/sink", &[], vec![1u8; 100_000])
+        .await
+        .unwrap();
+    assert_eq!(answer.json()["received"], 100_000);
+}
+
+/// A registered instance that answers 500 to everything.
+async fn sick_instance(reg: &Reg, service: &str, id: &str) -> (lodestar::Registration, Task) {
+    use http_body_util::Full;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| async {
+                    let mut response = http::Response::new(Full::new(Bytes::from_static(b"sick")));
+                    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let instance = lodestar::Instance::new(service, id)
+        .with_version("v1")
+        .with_endpoint(lodestar::Endpoint::new("http", "127.0.0.1", port).unwrap());
+    let registration = reg.registry.register(instance).await.unwrap();
+    (registration, Task(task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answering_5xx_in_a_row_is_ejected() {
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let _sick = sick_instance(&reg, "web", "sick").await;
+    // No retries: every answer of the sick instance reaches the client.
+    let config = Config::from_toml(
+        "[[route]]\nprefix = \"/\"\nservice = \"web\"\npolicy = \"round_robin\"\n[route.retry]\nattempts = 1\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    let client = client();
+    lodestar_test_support::eventually("both instances in rotation", PATIENCE, || {
+        let client = client.clone();
+        async move {
+            let mut statuses = std::collections::BTreeSet::new();
+            for _ in 0..4 {
+                statuses.insert(get(&client, gw.addr, "/", &[]).await.status);
+            }
+            statuses.len() == 2
+        }
+    })
+    .await;
+    // A few more 500s at most (3 in a row eject), then only the healthy one.
+    let mut failures = 0;
+    for _ in 0..10 {
+        if get(&client, gw.addr, "/", &[]).await.status == 500 {
+            failures += 1;
+        }
+    }
+    assert!(failures <= 3, "{failures} answers from the sick instance");
+    for _ in 0..50 {
+        let answer = get(&client, gw.addr, "/", &[]).await;
+        assert_eq!((answer.status, answer.instance()), (200, "a".to_string()));
+    }
+    lodestar_test_support::eventually("the ejection in the metrics", PATIENCE, || async {
+        gw.gateway
+            .metrics()
+            .render()
+            .contains("lodestar_gateway_ejections_total{service=\"web\",instance=\"sick\"} 1")
+    })
+    .await;
+}

@@ -13,11 +13,14 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use std::{future::Future, time::Duration};
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use lodestar::balance::Pick;
+use tokio::time::Sleep;
 
 use crate::BoxError;
 
@@ -29,6 +32,13 @@ pub(crate) struct Slot {
     empty: bool,
     read: AtomicBool,
     over_limit: AtomicBool,
+    /// The client's body ended (or broke): nothing more to wait for.
+    done: AtomicBool,
+    /// The client's body broke (the client went away or sent garbage).
+    broken: AtomicBool,
+    /// The client paused longer than `idle` between two pieces of its body.
+    stalled: AtomicBool,
+    idle: Duration,
 }
 
 /// One try's view of the request body: takes it from the [`Slot`] when the
@@ -37,6 +47,8 @@ pub(crate) struct Slot {
 pub(crate) struct Outgoing {
     slot: Arc<Slot>,
     body: Option<Limited<Incoming>>,
+    /// When the client's next piece of body is due.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 /// A backend's response body; completes its pick at the end.
@@ -45,13 +57,17 @@ pub(crate) struct Tracked {
     inner: Incoming,
     pick: Option<Pick>,
     grpc: bool,
+    /// The request's body: if the client broke it, a broken response is
+    /// not the instance's fault.
+    slot: Arc<Slot>,
 }
 
 // === impl Slot ===
 
 impl Slot {
-    /// Holds `body`, cut off with an error beyond `limit` bytes.
-    pub(crate) fn new(body: Incoming, limit: usize) -> Arc<Self> {
+    /// Holds `body`, cut off with an error beyond `limit` bytes or when the
+    /// client pauses longer than `idle` between two pieces of it.
+    pub(crate) fn new(body: Incoming, limit: usize, idle: Duration) -> Arc<Self> {
         let hint = body.size_hint();
         let empty = body.is_end_stream();
         Arc::new(Self {
@@ -60,6 +76,10 @@ impl Slot {
             empty,
             read: AtomicBool::new(false),
             over_limit: AtomicBool::new(false),
+            done: AtomicBool::new(empty),
+            broken: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            idle,
         })
     }
 
@@ -68,6 +88,7 @@ impl Slot {
         Outgoing {
             slot: self.clone(),
             body: None,
+            deadline: None,
         }
     }
 
@@ -84,6 +105,23 @@ impl Slot {
     /// Whether the body went past its limit.
     pub(crate) fn over_limit(&self) -> bool {
         self.over_limit.load(Ordering::Acquire)
+    }
+
+    /// Whether the client is still sending a body the instance started
+    /// reading: a try that times out then waits on the client, not on the
+    /// instance.
+    pub(crate) fn client_sending(&self) -> bool {
+        self.read.load(Ordering::Acquire) && !self.done.load(Ordering::Acquire)
+    }
+
+    /// Whether the client stalled while sending its body.
+    pub(crate) fn client_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Whether the client's body broke: a try failed by the client's fault.
+    pub(crate) fn client_broke(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 }
 
@@ -113,14 +151,36 @@ impl Body for Outgoing {
             };
             self.body = Some(body);
         }
-        let Some(body) = self.body.as_mut() else {
+        let this = &mut *self;
+        let Some(body) = this.body.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = ready!(Pin::new(body).poll_frame(cx));
-        if let Some(Err(e)) = &frame
-            && e.is::<LengthLimitError>()
-        {
-            self.slot.over_limit.store(true, Ordering::Release);
+        let polled = Pin::new(body).poll_frame(cx);
+        let Poll::Ready(frame) = polled else {
+            let idle = this.slot.idle;
+            let deadline = this
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.slot.stalled.store(true, Ordering::Release);
+                this.slot.broken.store(true, Ordering::Release);
+                this.slot.done.store(true, Ordering::Release);
+                return Poll::Ready(Some(Err("the client stalled sending its body".into())));
+            }
+            return Poll::Pending;
+        };
+        // The next piece gets its own interval.
+        this.deadline = None;
+        match &frame {
+            Some(Ok(_)) => {}
+            None => self.slot.done.store(true, Ordering::Release),
+            Some(Err(e)) => {
+                if e.is::<LengthLimitError>() {
+                    self.slot.over_limit.store(true, Ordering::Release);
+                }
+                self.slot.broken.store(true, Ordering::Release);
+                self.slot.done.store(true, Ordering::Release);
+            }
         }
         Poll::Ready(frame)
     }
@@ -139,13 +199,25 @@ impl Body for Outgoing {
 impl Tracked {
     /// Completes `pick` when `inner` ends: a failure if it breaks, or (for
     /// gRPC) ends with a status that says the instance is unwell.
-    pub(crate) fn new(inner: Incoming, pick: Option<Pick>, grpc: bool) -> Self {
-        Self { inner, pick, grpc }
+    pub(crate) fn new(inner: Incoming, pick: Option<Pick>, grpc: bool, slot: Arc<Slot>) -> Self {
+        Self {
+            inner,
+            pick,
+            grpc,
+            slot,
+        }
     }
 
     fn complete(&mut self, ok: bool) {
-        if let Some(pick) = self.pick.take() {
-            if ok { pick.success() } else { pick.failure() }
+        let Some(pick) = self.pick.take() else {
+            return;
+        };
+        if ok {
+            pick.success();
+        } else if self.slot.client_broke() {
+            drop(pick); // cancelled: the client's doing
+        } else {
+            pick.failure();
         }
     }
 }

@@ -29,7 +29,7 @@ pub struct Reg {
 }
 
 /// A task stopped (aborted) on drop.
-pub struct Task(JoinHandle<()>);
+pub struct Task(pub JoinHandle<()>);
 
 impl Drop for Task {
     fn drop(&mut self) {
