@@ -90,6 +90,7 @@ fn run(command: Command) -> Outcome {
         }
         Command::Setup => {
             let mut found = tools::ensure(ToolSet::All)?;
+            found.tools.extend(tools::ensure_bench_tools()?.tools);
             found
                 .tools
                 .extend(tools::ensure_browser(&cargo::workspace_root())?.tools);
@@ -116,7 +117,9 @@ fn run(command: Command) -> Outcome {
         }
         Command::Bench(extra) => {
             cargo::header("ensure tools (protoc, etcd)");
-            let found = tools::ensure(ToolSet::All)?;
+            let mut found = tools::ensure(ToolSet::All)?;
+            cargo::header("ensure bench tools (nginx, wrk)");
+            found.env.extend(tools::ensure_bench_tools()?.env);
             println!("xtask: benchmark figures are printed by each bench as it runs (below)");
             cargo::run_steps(&[cargo::bench_step(&extra)], &found.env)
         }

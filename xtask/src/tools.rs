@@ -66,6 +66,37 @@ pub const ETCD: Spec = Spec {
     min_version: Some((3, 4)),
 };
 
+/// util-linux's `script`: the CLI's colour test runs `lodestar` on a
+/// pseudo-terminal with it.
+pub const SCRIPT: Spec = Spec {
+    name: "script",
+    env_var: "SCRIPT_BIN",
+    package: "bsdutils",
+    manual: "install util-linux's script (Debian/Ubuntu package `bsdutils`) and put it on PATH, \
+             or set SCRIPT_BIN=/path/to/script",
+    min_version: None,
+};
+
+/// nginx, the reference proxy of the gateway bench (`vs_nginx`).
+pub const NGINX: Spec = Spec {
+    name: "nginx",
+    env_var: "NGINX_BIN",
+    package: "nginx",
+    manual: "install nginx (Debian/Ubuntu package `nginx`) and put it on PATH, \
+             or set NGINX_BIN=/path/to/nginx",
+    min_version: None,
+};
+
+/// wrk, the load generator of the gateway bench (`vs_nginx`).
+pub const WRK: Spec = Spec {
+    name: "wrk",
+    env_var: "WRK_BIN",
+    package: "wrk",
+    manual: "install wrk (Debian/Ubuntu package `wrk`) and put it on PATH, \
+             or set WRK_BIN=/path/to/wrk",
+    min_version: None,
+};
+
 /// The browser of the dashboard's browser tests (driven by playwright-core,
 /// which downloads no browser of its own).
 pub const CHROMIUM: Spec = Spec {
@@ -260,7 +291,7 @@ fn probe_version(spec: &Spec, path: &Path) -> Result<String, Failure> {
 /// apt-get when possible, and reports their versions.
 pub fn ensure(set: ToolSet) -> Result<Found, Failure> {
     let specs: &[&Spec] = match set {
-        ToolSet::All => &[&PROTOC, &ETCD],
+        ToolSet::All => &[&PROTOC, &ETCD, &SCRIPT],
         ToolSet::ProtocOnly => &[&PROTOC],
     };
     ensure_specs(specs)
@@ -372,3 +403,27 @@ fn install(
 
 #[cfg(test)]
 mod tests;
+
+/// Makes sure the benches' load tools ([`NGINX`], [`WRK`]) are present,
+/// installing missing ones with apt-get when possible. Neither answers
+/// `--version` with success (both print it for `-v`), so presence is what
+/// is checked; the bench reports what it ran.
+pub fn ensure_bench_tools() -> Result<Found, Failure> {
+    let path_var = env::var_os("PATH");
+    let mut apt: Option<Apt> = None;
+    let mut found = Found::default();
+    for spec in [&NGINX, &WRK] {
+        let path = match lookup(spec, env::var_os(spec.env_var), path_var.as_deref()) {
+            Lookup::Found(p) => p,
+            Lookup::BadOverride(message) => return Err(Failure::new(message)),
+            Lookup::Missing => install(spec, path_var.as_deref(), &mut apt)?,
+        };
+        println!("xtask: {} ({})", spec.name, path.display());
+        found.env.push((spec.env_var, path));
+        found.tools.push(FoundTool {
+            name: spec.name,
+            version: "present".into(),
+        });
+    }
+    Ok(found)
+}

@@ -3,6 +3,8 @@
 pub(crate) mod call;
 pub(crate) mod dashboard;
 pub(crate) mod demo;
+pub(crate) mod gateway;
+pub(crate) mod health;
 pub(crate) mod list;
 pub(crate) mod register;
 pub(crate) mod registry;

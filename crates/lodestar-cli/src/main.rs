@@ -44,6 +44,10 @@ struct Cli {
     )]
     registry: String,
 
+    /// How to print: table, wide (every column), or json (one object per line; a command's --json says the same).
+    #[arg(long, short, global = true, value_enum, default_value_t = output::Format::Table)]
+    output: output::Format,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +74,8 @@ enum Command {
     ServeEcho(cmd::serve_echo::Args),
     /// Drive echo calls through the balanced channel; print distribution, errors, latency.
     Call(cmd::call::Args),
+    /// An HTTP/gRPC gateway routing by path prefix to discovered instances, balanced.
+    Gateway(cmd::gateway::Args),
     /// Serve the web console: services, instances, subscribers, live changes, registry nodes; traffic control with --allow-writes.
     Dashboard(cmd::dashboard::Args),
     /// The whole story in one process: a built-in registry node, echo servers, balanced calls, a rolling restart.
@@ -78,11 +84,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_format(cli.output);
     // The demo tells its own story; the others log their state changes.
     let default_filter = match cli.command {
         Command::Demo(_) => "warn",
         _ => {
-            "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info"
+            "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info,lodestar_gateway=info"
         }
     };
     init_tracing(default_filter);
@@ -135,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeEcho(args) => cmd::serve_echo::run(&cli.registry, args).await,
         Command::Call(args) => cmd::call::run(&cli.registry, args).await,
         Command::Demo(args) => cmd::demo::run(args).await,
+        Command::Gateway(args) => cmd::gateway::run(&cli.registry, args).await,
         Command::Dashboard(args) => cmd::dashboard::run(&cli.registry, args).await,
         Command::Registry(args) => cmd::registry::run(args).await,
     }

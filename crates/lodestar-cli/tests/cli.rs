@@ -24,8 +24,13 @@ async fn help_lists_every_command() {
         "ls",
         "get",
         "watch",
+        "set",
+        "subscribers",
         "demo",
         "--registry",
+        "--output",
+        "Exit status:",
+        "3  the registry is unreachable",
     ] {
         assert!(
             out.stdout.contains(command),
@@ -163,9 +168,42 @@ async fn register_get_ls_watch_then_sigterm_deregisters() {
     assert_eq!(ids(&url, "echo").await, ["a"]);
     let table = run(&url, &["get", "echo"]).await;
     assert!(table.stdout.starts_with("ID"), "{}", table.stdout);
-    assert!(table.stdout.contains("grpc://127.0.0.1:50051") && table.stdout.contains("team=core"));
+    assert!(!table.stdout.contains('\x1b'), "no colour when piped");
+    let row: Vec<&str> = table
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            "a",
+            "grpc://127.0.0.1:50051",
+            "v1",
+            "blue",
+            "-",
+            "100",
+            "up"
+        ]
+    );
+    assert!(row[7].ends_with('s'), "an age in seconds: {row:?}");
+    let wide = run(&url, &["get", "echo", "-o", "wide"]).await;
+    assert!(wide.stdout.contains("team=core"), "{}", wide.stdout);
     let ls = run(&url, &["ls", "--json"]).await;
-    assert_eq!(ls.stdout.trim(), r#"{"instances":1,"service":"echo"}"#);
+    assert_eq!(
+        ls.stdout.trim(),
+        r#"{"down":0,"instances":1,"lanes":{"blue":1},"service":"echo","versions":{"v1":1}}"#
+    );
+    let ls = run(&url, &["ls"]).await;
+    assert_eq!(
+        ls.stdout.lines().collect::<Vec<_>>(),
+        [
+            "SERVICE  INSTANCES  DOWN  VERSIONS  LANES",
+            "echo     1          0     v1=1      blue=1"
+        ]
+    );
 
     // SIGTERM: deregistered at once (long before the 30 s TTL), exit 0.
     signal(&register, "-TERM");
@@ -345,10 +383,15 @@ async fn serve_echo_and_call_report_the_distribution_as_json() {
         .await
         .unwrap();
     let body = response.json().unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"instance": "a", "service": "echo", "version": "v1", "path": "/some/path"})
-    );
+    for (field, value) in [
+        ("instance", "a"),
+        ("service", "echo"),
+        ("version", "v1"),
+        ("method", "GET"),
+        ("path", "/some/path"),
+    ] {
+        assert_eq!(body[field], value, "{body}");
+    }
 
     // SIGTERM: the graceful sequence, then exit 0 and the record is gone.
     signal(&a, "-TERM");
@@ -407,6 +450,18 @@ async fn subscribers_lists_the_clients_of_a_service() {
     let table = run(&url, &["subscribers", "echo"]).await;
     assert!(table.stdout.starts_with("CLIENT ID"), "{}", table.stdout);
     assert!(table.stdout.contains(&pid.to_string()), "{}", table.stdout);
+
+    // A call that ends takes its record with it (not at its lease's TTL).
+    let out = run(&url, &["call", "echo", "--count", "5"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(&url, &["subscribers", "echo", "--json"]).await;
+    let pids: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|s| s["pid"].clone())
+        .collect();
+    assert_eq!(pids, [serde_json::json!(pid)], "only the running caller");
 }
 
 #[tokio::test]
@@ -480,4 +535,37 @@ async fn a_closed_stderr_does_not_kill_a_sidecar() {
         .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(ids(&url, "echo").await.is_empty());
+}
+
+#[tokio::test]
+async fn register_json_prints_its_state_changes() {
+    let etcd = EtcdNode::start().await;
+    let url = etcd.url();
+    let mut register = lodestar(
+        &url,
+        &[
+            "register",
+            "--service",
+            "echo",
+            "--id",
+            "a",
+            "--endpoint",
+            "grpc://127.0.0.1:50051",
+            "--json",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut events = BufReader::new(register.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&next_line(&mut events).await).unwrap();
+    assert_eq!(first["event"], "registered", "{first}");
+    assert_eq!(first["instance"]["id"], "a", "{first}");
+    signal(&register, "-TERM");
+    let last: serde_json::Value = serde_json::from_str(&next_line(&mut events).await).unwrap();
+    assert_eq!(
+        (&last["event"], &last["signal"]),
+        (&"deregistered".into(), &"SIGTERM".into()),
+        "{last}"
+    );
+    assert!(register.wait().await.unwrap().success());
 }

@@ -54,7 +54,10 @@ async fn register_get_ls_watch_on_the_built_in_registry() {
         .lines()
         .filter(|l| !l.contains(r#""service":"infra.discovery""#))
         .collect();
-    assert_eq!(services, [r#"{"instances":1,"service":"echo"}"#]);
+    assert_eq!(
+        services,
+        [r#"{"down":0,"instances":1,"lanes":{"blue":1},"service":"echo","versions":{"v1":1}}"#]
+    );
 
     signal(&register, "-TERM");
     assert!(register.wait().await.unwrap().success());

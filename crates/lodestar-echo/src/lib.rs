@@ -7,6 +7,8 @@
 //! installs it).
 //!
 //! - [`EchoService`]: the server side, answering as an [`Instance`].
+//! - [`http`]: the HTTP echo (JSON description, streamed body echo,
+//!   `/status/NNN`, `/delay/MS`, a WebSocket echo), the gateway's test backend.
 //! - [`echo_server`] and [`echo_client`]: tonic's generated server and client
 //!   of `lodestar.echo.v1.Echo` (`proto/echo.proto`).
 //!
@@ -37,6 +39,8 @@ use std::{sync::Arc, time::Duration};
 
 use lodestar::{Instance, balance::COLOR_HEADER};
 use tonic::{Request, Response, Status};
+
+pub mod http;
 
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations)] // generated code
 mod generated {

@@ -11,13 +11,16 @@
 //!   small; another instance keeps the session's lease alive);
 //! - `grow`: register instances that stay, up to N (every snapshot carries
 //!   them all);
-//! - `cold`: a registrar with no lease yet (grant + put).
+//! - `cold`: a registrar with no lease yet (grant + put);
+//! - `set`: an operator's `set` (status down, then up) until a watching
+//!   client's snapshot shows it (a read of the records and of the override,
+//!   then a transaction: three round trips against the floor's one).
 //!
 //! `cargo bench -p lodestar-etcd --bench latency [-- ROUNDS]` (default 1000).
 
 use std::time::{Duration, Instant};
 
-use lodestar::{Discovery, Instance, Registrar, Watch};
+use lodestar::{Discovery, Instance, Override, Registrar, Status, Watch};
 use lodestar_etcd::{
     EtcdRegistry,
     etcd_client::{Client, EventType, PutOptions, WatchOptions, WatchStream},
@@ -35,6 +38,15 @@ async fn wait_visible(watch: &mut Watch, id: &str, present: bool) {
     loop {
         let snapshot = watch.next().await.expect("watch alive");
         if snapshot.instance(id).is_some() == present {
+            return;
+        }
+    }
+}
+
+async fn wait_down(watch: &mut Watch, id: &str, down: bool) {
+    loop {
+        let snapshot = watch.next().await.expect("watch alive");
+        if snapshot.instance(id).is_some_and(|i| i.is_down() == down) {
             return;
         }
     }
@@ -84,6 +96,10 @@ impl Stats {
 }
 
 fn report(name: &str, floor: &mut Stats, ours: &mut Stats) {
+    report_as(name, "register->visible", floor, ours);
+}
+
+fn report_as(name: &str, what: &str, floor: &mut Stats, ours: &mut Stats) {
     let (f50, f99, o50, o99) = (
         floor.pct(0.5),
         floor.pct(0.99),
@@ -91,7 +107,7 @@ fn report(name: &str, floor: &mut Stats, ours: &mut Stats) {
         ours.pct(0.99),
     );
     println!(
-        "{name:<6} n={:<5} floor put->watch p50 {:>8.1?} p99 {:>8.1?} | lodestar register->visible p50 {:>8.1?} p99 {:>8.1?} | ratio p50 {:.2}x p99 {:.2}x",
+        "{name:<6} n={:<5} floor put->watch p50 {:>8.1?} p99 {:>8.1?} | lodestar {what} p50 {:>8.1?} p99 {:>8.1?} | ratio p50 {:.2}x p99 {:.2}x",
         ours.0.len(),
         f50,
         f99,
@@ -144,6 +160,25 @@ async fn main() {
         wait_visible(&mut watch, &id, false).await;
     }
     report("churn", &mut f, &mut o);
+
+    let (mut f, mut o) = (Stats(Vec::new()), Stats(Vec::new()));
+    for i in 0..rounds {
+        let key = format!("/floor/set-{i}");
+        f.0.push(floor(&mut raw, &mut raw_stream, &key, &value, true).await);
+        floor(&mut raw, &mut raw_stream, &key, &value, false).await;
+        let down = i % 2 == 0;
+        let status = if down { Status::Down } else { Status::Up };
+        let start = Instant::now();
+        let found = registrar
+            .set("bench", "anchor", Override::new().with_status(status))
+            .await
+            .unwrap();
+        assert!(found);
+        wait_down(&mut watch, "anchor", down).await;
+        o.0.push(start.elapsed());
+    }
+    registrar.clear("bench", "anchor").await.unwrap();
+    report_as("set", "set->visible", &mut f, &mut o);
 
     let (mut f, mut o) = (Stats(Vec::new()), Stats(Vec::new()));
     let mut kept = Vec::new();

@@ -285,6 +285,13 @@ impl EtcdRegistry {
     }
 }
 
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// How often an idle connection to etcd is pinged; above etcd's 5 s minimum.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(6);
 
@@ -390,7 +397,14 @@ impl Registrar for EtcdRegistry {
     fn register(&self, instance: Instance) -> BoxFuture<'_, Result<Registration, Error>> {
         Box::pin(async move {
             instance.validate()?;
-            let (key, value) = self.shared.layout.encode(&instance);
+            // The stored record says when it was registered (for `get`'s
+            // age); the caller's record stays as given.
+            let mut stored = instance.clone();
+            stored
+                .metadata
+                .entry(lodestar::instance::REGISTERED.into())
+                .or_insert_with(|| unix_now().to_string());
+            let (key, value) = self.shared.layout.encode(&stored);
             let (lease, state) = self.keep(key, value).await?;
             Ok(Registration::new(instance, state, Box::new(lease)))
         })

@@ -5,9 +5,12 @@
 //! - one node holding 100,000 instances: renews per second sustained (the
 //!   load generator shares the two worker threads with the server), and
 //!   the memory it takes (VmRSS before and after registering them);
-//! - `fetch` of an application with 1,000 instances, p50/p99.
+//! - `fetch` of an application with 1,000 instances, p50/p99;
+//! - an operator's `set` (status down, then up) through the `lodestar://`
+//!   client until another client's watch shows it, p50/p99.
 //!
-//! Run with `cargo bench -p lodestar-registry --bench registry`.
+//! Run with `cargo bench -p lodestar-registry --bench registry [-- SECTION...]`
+//! (sections: `wake`, `renews`, `fetch`, `set`; all by default).
 
 use std::{
     sync::{
@@ -42,10 +45,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     runtime.block_on(async {
-        wake_up().await;
-        renews_and_memory().await;
-        fetch_big_app().await;
+        if run("wake") {
+            wake_up().await;
+        }
+        if run("renews") {
+            renews_and_memory().await;
+        }
+        if run("fetch") {
+            fetch_big_app().await;
+        }
+        if run("set") {
+            set_visible().await;
+        }
     });
 }
 
@@ -267,6 +284,49 @@ async fn fetch_big_app() {
     println!(
         "fetch of an application with 1,000 instances (request, JSON of ~{} KiB, parse): p50 {:?}  p99 {:?}",
         fetched_kib(&http, &url).await,
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99)
+    );
+}
+
+async fn set_visible() {
+    use lodestar::{Discovery, Instance, Override, Registrar, Status};
+    use lodestar_registry::LodestarRegistry;
+
+    let addr = node(|_| {}).await;
+    let url = format!("lodestar://{addr}");
+    let owner = LodestarRegistry::connect(url.parse().expect("url"))
+        .await
+        .expect("connect");
+    let operator = LodestarRegistry::connect(url.parse().expect("url"))
+        .await
+        .expect("connect");
+    let instance = Instance::new("bench", "a")
+        .with_endpoint("grpc://127.0.0.1:9000".parse().expect("endpoint"));
+    let _a = owner.register(instance).await.expect("register");
+    let mut watch = operator.watch("bench").await.expect("watch");
+    let mut samples = Vec::new();
+    for round in 0..300 {
+        let down = round % 2 == 0;
+        let status = if down { Status::Down } else { Status::Up };
+        let started = Instant::now();
+        let found = operator
+            .set("bench", "a", Override::new().with_status(status))
+            .await
+            .expect("set");
+        assert!(found);
+        loop {
+            let snapshot = watch.next().await.expect("watch alive");
+            if snapshot.instance("a").is_some_and(|a| a.is_down() == down) {
+                break;
+            }
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    println!(
+        "set status down/up -> another client's watch shows it ({} rounds; fetch + set, then poll + fetch): p50 {:?}  p99 {:?}",
+        samples.len(),
         percentile(&samples, 0.5),
         percentile(&samples, 0.99)
     );

@@ -238,6 +238,12 @@ impl Instance {
         instance.endpoints = self.addrs.iter().filter_map(|a| a.parse().ok()).collect();
         instance.metadata = self.metadata.clone();
         instance.metadata.remove(OVERRIDE_KEY);
+        if self.reg_timestamp > 0 {
+            instance
+                .metadata
+                .entry(lodestar::instance::REGISTERED.into())
+                .or_insert_with(|| (self.reg_timestamp / 1_000_000_000).to_string());
+        }
         if self.status != STATUS_UP {
             instance.metadata.insert(
                 lodestar::instance::STATUS.into(),

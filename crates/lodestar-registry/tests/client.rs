@@ -31,11 +31,19 @@ async fn the_url_zone_fills_in_and_the_wire_keeps_the_top_level_colour() {
     let registry = connect(&format!("{}?zone=z9", node.url())).await;
     let _registration = registry.register(echo("echo-1")).await.unwrap();
     let snapshot = registry.get("echo").await.unwrap();
-    // The record survives the trip, with the zone of the URL added.
+    // The record survives the trip, with the zone of the URL added, and
+    // when the registry registered it.
     let mut expected = echo("echo-1").with_metadata("zone", "z9");
     expected.endpoints.sort();
     let mut seen = snapshot.instance("echo-1").unwrap().clone();
     seen.endpoints.sort();
+    let registered = seen.registered().expect("reg_timestamp as registered");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(registered) < 60, "{registered} vs now {now}");
+    seen.metadata.remove(lodestar::instance::REGISTERED);
     assert_eq!(seen, expected);
     // The wire record keeps discovery's top-level colour too.
     let (_, fetched) = node
@@ -68,7 +76,7 @@ async fn an_unreachable_registry_is_named() {
     );
 }
 
-/// An operator's `set status=2` takes an instance out of the watch without
+/// An operator's `set status=2` marks an instance down in the watch without
 /// killing it (discovery's way to drain one), and `status=1` puts it back.
 #[tokio::test]
 async fn set_status_2_marks_an_instance_down_in_the_watch() {
@@ -100,6 +108,48 @@ async fn set_status_2_marks_an_instance_down_in_the_watch() {
     assert_eq!(node.post("/discovery/set", &set("1")).await.1["code"], 0);
     eventually("b to be back", PATIENCE, || async {
         watch.latest().instance("b").is_some_and(|b| !b.is_down())
+    })
+    .await;
+}
+
+/// An application whose every instance is down stays in the watch, marked
+/// down, and follows further changes (polls answer up instances only).
+#[tokio::test]
+async fn a_watch_follows_an_application_with_every_instance_down() {
+    use lodestar::{Override, Status};
+    let node = start(|_| {}).await;
+    let registry = connect(&node.url()).await;
+    let _a = registry.register(echo("a")).await.unwrap();
+    let watch = registry.watch("echo").await.unwrap();
+    let down = Override::new().with_status(Status::Down);
+    assert!(registry.set("echo", "a", down).await.unwrap());
+    eventually("a down in the watch", PATIENCE, || async {
+        watch.latest().instance("a").is_some_and(|a| a.is_down())
+    })
+    .await;
+    // A change while every instance is down still reaches the watch.
+    let weight = Override::new().with_weight(3);
+    assert!(registry.set("echo", "a", weight).await.unwrap());
+    eventually(
+        "a's weight changed while all are down",
+        PATIENCE,
+        || async {
+            watch
+                .latest()
+                .instance("a")
+                .is_some_and(|a| a.is_down() && a.weight() == Ok(3))
+        },
+    )
+    .await;
+    let _b = registry.register(echo("b")).await.unwrap();
+    eventually("b added beside the down a", PATIENCE, || async {
+        let snapshot = watch.latest();
+        snapshot.len() == 2 && snapshot.instance("a").is_some_and(|a| a.is_down())
+    })
+    .await;
+    assert!(registry.clear("echo", "a").await.unwrap());
+    eventually("a up again", PATIENCE, || async {
+        watch.latest().instance("a").is_some_and(|a| !a.is_down())
     })
     .await;
 }

@@ -42,6 +42,11 @@ pub const ZONE: &str = "zone";
 /// `down` (no new calls from any client). Backends merge an operator's
 /// [`Override`](crate::Override) into the instance under this key.
 pub const STATUS: &str = "status";
+/// Metadata key of when the registry first saw the instance, in seconds
+/// since the Unix epoch. Backends fill it in where they know it (etcd
+/// stamps the stored record at registration; the built-in registry reports
+/// its `reg_timestamp`); `lodestar get` shows it as the instance's age.
+pub const REGISTERED: &str = "registered";
 /// The weight of an instance that does not say.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -138,6 +143,12 @@ impl Instance {
         self.metadata
             .get(STATUS)
             .is_some_and(|s| s.trim().eq_ignore_ascii_case("down"))
+    }
+
+    /// When the registry first saw it ([`REGISTERED`]), in seconds since
+    /// the Unix epoch, if the backend says.
+    pub fn registered(&self) -> Option<u64> {
+        self.metadata.get(REGISTERED)?.trim().parse().ok()
     }
 
     /// The balancing weight: [`DEFAULT_WEIGHT`] when absent, an error when

@@ -49,8 +49,8 @@ pub trait Registrar: Send + Sync + fmt::Debug {
     /// Applies an operator's [`Override`] to `service`/`id` without touching
     /// its owner's record: the fields it gives replace those of any override
     /// already in force, the others stay. Every client's snapshot shows the
-    /// result (status under [`STATUS`](crate::instance::STATUS), weight under
-    /// [`WEIGHT`](crate::instance::WEIGHT)). `false` if no such instance is
+    /// result (status under [`STATUS`], weight under
+    /// [`WEIGHT`]). `false` if no such instance is
     /// registered (nothing is written then).
     fn set(&self, service: &str, id: &str, change: Override) -> BoxFuture<'_, Result<bool, Error>> {
         let _ = (service, id, change);

@@ -49,10 +49,13 @@ pub(crate) struct Args {
     /// Latency the server should add to each call, in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     delay_ms: u32,
-    /// Print a JSON summary as the last line.
+    /// Print a JSON summary as the last line: {"ok", "errors", "by_instance", "latency_ms", "duration_s", "calls_per_second"}.
     #[arg(long)]
     json: bool,
 }
+
+/// Time given to the channel's subscriber record to be removed at exit.
+const UNSUBSCRIBE: Duration = Duration::from_millis(150);
 
 /// What the workers gather.
 #[derive(Debug, Default)]
@@ -104,8 +107,14 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         progress.abort();
         errln!();
     }
+    // The channel removes its subscriber record in the background when it
+    // drops: give that a moment before the process exits, so `lodestar
+    // subscribers` does not go on listing a client that is gone.
+    drop(client);
+    tokio::time::sleep(UNSUBSCRIBE).await;
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
-    report(&tally, started.elapsed(), args.json);
+    let json = crate::output::format(args.json) == crate::output::Format::Json;
+    report(&tally, started.elapsed(), json);
     Ok(if tally.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -233,6 +242,7 @@ fn report(tally: &Tally, elapsed: Duration, json: bool) {
         errln!("lodestar: {n} call(s) failed with {status}");
     }
     let latency = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)];
+    let rate = (tally.ok + errors) as f64 / elapsed.as_secs_f64().max(1e-3);
     if json {
         let latency: serde_json::Map<_, _> = latency
             .iter()
@@ -250,11 +260,12 @@ fn report(tally: &Tally, elapsed: Duration, json: bool) {
                 "errors": errors,
                 "by_instance": tally.by_instance,
                 "latency_ms": latency,
+                "duration_s": round(elapsed.as_secs_f64()),
+                "calls_per_second": (rate * 10.0).round() / 10.0,
             })
         );
         return;
     }
-    let rate = (tally.ok + errors) as f64 / elapsed.as_secs_f64().max(1e-3);
     outln!(
         "{} ok, {errors} errors in {:.2}s ({rate:.0} calls/s)",
         tally.ok,

@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use lodestar::{Endpoint, Instance, RegistrationState};
 
-use crate::output::errln;
+use crate::output::{self, Format, errln, outln};
 use crate::{cmd::Shutdown, registry};
 
 /// Flags of `lodestar register`.
@@ -16,6 +16,9 @@ pub(crate) struct Args {
     /// Where the instance listens, scheme://host:port (repeat for several).
     #[arg(long = "endpoint", short, required = true, value_name = "URL")]
     endpoints: Vec<Endpoint>,
+    /// One JSON object per state change on stdout: {"event": "registered"|"retrying"|"registered_again"|"deregistered", "service", "id", ...}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The instance flags shared by `register` and `serve-echo`.
@@ -65,6 +68,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 /// Registers, logs state changes until SIGTERM/SIGINT, deregisters.
 pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
+    let json = output::format(args.json) == Format::Json;
     let mut instance = args.instance.instance();
     instance.endpoints = args.endpoints;
     instance.validate()?;
@@ -78,6 +82,23 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("registering {name}"))?;
     errln!("lodestar: registered {name} in {url}; SIGTERM or Ctrl-C deregisters it");
+    let (service, id) = (
+        registration.instance().service.clone(),
+        registration.instance().id.clone(),
+    );
+    let event = |event: &str, extra: serde_json::Value| {
+        if json {
+            let mut line = serde_json::json!({"event": event, "service": service, "id": id});
+            if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), extra) {
+                line.extend(extra);
+            }
+            outln!("{line}");
+        }
+    };
+    event(
+        "registered",
+        serde_json::json!({"instance": registration.instance()}),
+    );
 
     let mut states = registration.subscribe();
     let mut last = states.borrow_and_update().clone();
@@ -91,6 +112,14 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
                 let state = states.borrow_and_update().clone();
                 if state != last {
                     log_state(&name, &state);
+                    match &state {
+                        RegistrationState::Registered => event("registered_again", serde_json::json!({})),
+                        RegistrationState::Retrying { attempt, error } => event(
+                            "retrying",
+                            serde_json::json!({"attempt": attempt, "error": error}),
+                        ),
+                        _ => {}
+                    }
                     last = state;
                 }
             }
@@ -101,6 +130,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("deregistering {name} after {signal}"))?;
     errln!("lodestar: {signal}: deregistered {name}");
+    event("deregistered", serde_json::json!({"signal": signal}));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,13 +2,11 @@
 //! registers itself through the serve helper; SIGTERM runs the graceful
 //! sequence.
 
-use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
 use lodestar::{Endpoint, Instance};
-use lodestar_echo::{EchoService, echo_server::EchoServer};
+use lodestar_echo::{EchoService, echo_server::EchoServer, http};
 use lodestar_tonic::serve;
 use tokio::net::TcpListener;
 
@@ -26,7 +24,7 @@ pub(crate) struct Args {
     /// Where to serve gRPC (port 0: any free port; the real one is registered).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     listen: SocketAddr,
-    /// Also serve HTTP here: any path answers JSON naming the instance.
+    /// Also serve the HTTP echo here (JSON naming the instance, body echo, /status/NNN, /delay/MS, /ws).
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
     /// The host to register when listening on 0.0.0.0.
@@ -45,9 +43,12 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::new()?;
     let mut instance = args.instance.instance();
     let name = format!("{}/{}", instance.service, instance.id);
+    let delay = Duration::from_millis(args.delay_ms);
+    let mut http = None;
     if let Some(addr) = args.http_listen {
-        let http = serve_http(addr, instance.clone()).await?;
-        instance.endpoints.push(http);
+        let (endpoint, server) = serve_http(addr, instance.clone(), delay).await?;
+        instance.endpoints.push(endpoint);
+        http = Some(server);
     }
     let registry = registry::connect(url, args.instance.ttl).await?;
     let mut builder = serve::Server::builder(registry.registrar, instance)
@@ -57,57 +58,56 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         builder = builder.advertise(host);
     }
     let bound = builder.bind().await?;
-    let echo =
-        EchoService::new(bound.instance().clone()).with_delay(Duration::from_millis(args.delay_ms));
+    let echo = EchoService::new(bound.instance().clone()).with_delay(delay);
     errln!(
         "lodestar: serving {name} on {} (gRPC); SIGTERM or Ctrl-C releases it gracefully",
         bound.local_addr()
     );
     let routes = tonic::service::Routes::new(EchoServer::new(echo));
-    bound.serve(routes, shutdown.into_future()).await?;
+    // The HTTP side answers through the whole gRPC sequence (deregister,
+    // propagation delay, drain): clients still routing here during the
+    // delay are served; then it drains its own requests in flight.
+    let served = bound.serve(routes, shutdown.into_future()).await;
+    if let Some(http) = http {
+        http.drain().await;
+    }
+    served?;
     errln!("lodestar: {name} released and stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the HTTP echo on `addr`; returns its endpoint.
-async fn serve_http(addr: SocketAddr, instance: Instance) -> anyhow::Result<Endpoint> {
+/// The HTTP echo, serving from its own task until told to stop.
+struct Http {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves the HTTP echo on `addr`; returns its endpoint and its handle.
+async fn serve_http(
+    addr: SocketAddr,
+    instance: Instance,
+    delay: Duration,
+) -> anyhow::Result<(Endpoint, Http)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (HTTP)"))?;
     let local = listener.local_addr()?;
     let endpoint = Endpoint::new("http", &local.ip().to_string(), local.port())?;
-    let instance = Arc::new(instance);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let instance = instance.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| answer(request, instance.clone()));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(endpoint)
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = http::Server::new(instance).with_delay(delay);
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Ok((endpoint, Http { stop, task }))
 }
 
-async fn answer(
-    request: Request<Incoming>,
-    instance: Arc<Instance>,
-) -> Result<Response<String>, Infallible> {
-    let body = serde_json::json!({
-        "instance": instance.id,
-        "service": instance.service,
-        "version": instance.version,
-        "path": request.uri().path(),
-    });
-    let mut response = Response::new(body.to_string());
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+// === impl Http ===
+
+impl Http {
+    /// Stops accepting and waits for the requests in flight (the server's
+    /// own drain timeout bounds the wait).
+    async fn drain(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }

@@ -237,9 +237,9 @@ impl Poll {
     /// snapshot keeps those set down too, so the whole application is
     /// fetched again (at most one fetch per change). The fetch is at least
     /// as new as the poll's answer; the poll's timestamp stays the one to
-    /// poll from, so nothing after it is missed. An application with every
-    /// instance down is held by `polls` until one is up again (a `poll` would
-    /// answer `-404` at once).
+    /// poll from, so nothing after it is missed. (An application whose every
+    /// instance is down is answered by `poll` as an empty view, and fetched
+    /// here like any other.)
     async fn with_down(&self, polled: Vec<Record>) -> Result<Update, Interrupted> {
         let revision = u64::try_from(self.latest).unwrap_or_default();
         let fetched = fetch(&self.shared, &self.service)
