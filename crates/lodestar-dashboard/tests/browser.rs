@@ -3,7 +3,8 @@
 //! setup`), against a dashboard over real registries and echo servers.
 //! A missing tool fails the test with what to run; nothing is skipped.
 //!
-//! The screenshots of docs/dashboard/ are taken here.
+//! The screenshots of docs/dashboard/ are taken here
+//! (`LODESTAR_SCREENSHOTS=1 cargo test -p lodestar-dashboard --test browser`).
 
 mod support;
 
@@ -34,9 +35,16 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// Where the screenshots go: docs/dashboard/ at the workspace root.
+/// Where the screenshots go: docs/dashboard/ at the workspace root when
+/// `LODESTAR_SCREENSHOTS=1` (to refresh the committed ones), else the
+/// target directory, so a test run leaves the work tree as it was.
 fn shot(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = if std::env::var_os("LODESTAR_SCREENSHOTS").is_some_and(|v| v == "1") {
+        root.join("docs/dashboard")
+    } else {
+        root.join("target/dashboard-screenshots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name).display().to_string()
 }

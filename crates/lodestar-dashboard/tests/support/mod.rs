@@ -13,7 +13,7 @@ use std::{
 use lodestar::{Instance, Registry};
 use lodestar_dashboard::{Config, Dashboard};
 use lodestar_echo::{EchoService, echo_server::EchoServer};
-use lodestar_test_support::http;
+use lodestar_test_support::{eventually, http};
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -217,6 +217,8 @@ pub async fn echo(registry: Arc<dyn Registry>, service: &str, id: &str, version:
     let instance = Instance::new(service, id)
         .with_version(version)
         .with_metadata("zone", "z1");
+    let registry_for_wait = registry.clone();
+    let service_name = service.to_string();
     let bound = serve::Server::builder(registry, instance)
         .listen("127.0.0.1:0".parse().unwrap())
         .propagation_delay(Duration::from_millis(10))
@@ -241,6 +243,24 @@ pub async fn echo(registry: Arc<dyn Registry>, service: &str, id: &str, version:
             })
             .await;
     });
+    // The serve helper registers once serving: wait for the record, so a
+    // test's next step (a write, a count) does not race the registration.
+    let id = id.to_string();
+    eventually(
+        "the echo server to register",
+        Duration::from_secs(10),
+        || {
+            let registry = registry_for_wait.clone();
+            let (service, id) = (service_name.clone(), id.clone());
+            async move {
+                registry
+                    .get(&service)
+                    .await
+                    .is_ok_and(|s| s.instance(&id).is_some())
+            }
+        },
+    )
+    .await;
     Echo {
         addr,
         calls,
