@@ -92,7 +92,9 @@ fn main() -> ExitCode {
             "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info,lodestar_gateway=info"
         }
     };
-    init_tracing(default_filter);
+    // The gateway logs a line per request: through a buffer a background
+    // thread writes, so a request never waits on stderr.
+    let log_guard = init_tracing(default_filter, matches!(cli.command, Command::Gateway(_)));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -103,6 +105,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli));
     // Background tasks (watches, keep-alives) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Some(guard) = log_guard {
+        guard.flush();
+    }
     match result {
         Ok(code) => code,
         Err(e) if is_unreachable(&e) => {
@@ -149,19 +154,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Logs go to stderr; `LODESTAR_LOG` takes a tracing filter (e.g. `debug`).
-fn init_tracing(default_filter: &str) {
+/// `buffered`: through [`lodestar_gateway::log_writer`] (flush its guard
+/// before exiting), else straight to stderr.
+fn init_tracing(
+    default_filter: &str,
+    buffered: bool,
+) -> Option<lodestar_gateway::log_writer::Guard> {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("LODESTAR_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Its own error report goes through eprintln!, which panics on a
         // closed stderr: a lost log line must not take the process down.
         .log_internal_errors(false)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if buffered {
+        let (writer, guard) = lodestar_gateway::log_writer::stderr();
+        builder.with_writer(move || writer.clone()).init();
+        Some(guard)
+    } else {
+        builder.with_writer(std::io::stderr).init();
+        None
+    }
 }
 
 #[cfg(test)]

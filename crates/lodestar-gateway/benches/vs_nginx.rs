@@ -31,7 +31,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use lodestar::{Endpoint, Instance};
-use lodestar_gateway::{Gateway, config::Config};
+use lodestar_gateway::{Gateway, Listeners, config::Config};
 use lodestar_test_support::{EtcdNode, free_port};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -100,13 +100,15 @@ async fn registration_stop() -> Option<()> {
 /// The gateway: `/` to `web`, p2c, default retries, access log on stderr.
 async fn gateway_role() {
     use tokio::signal::unix::{SignalKind, signal};
+    // As `lodestar gateway` logs: buffered, written by a background thread.
+    let (log, guard) = lodestar_gateway::log_writer::stderr();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("warn,lodestar_gateway=info")
             }),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(move || log.clone())
         .with_ansi(false)
         .init();
     let registry = lodestar_connect::connect(&env("REGISTRY"))
@@ -116,13 +118,30 @@ async fn gateway_role() {
         .with_route_flags(&["/=web"])
         .expect("routes");
     let gateway = Gateway::new(registry, config);
-    let listener = TcpListener::bind(env("LISTEN")).await.expect("bind");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    gateway
-        .serve(listener, async move {
-            let _ = term.recv().await;
-        })
-        .await;
+    let shutdown = async move {
+        let _ = term.recv().await;
+    };
+    // WORKERS=0: one listener on the multi-threaded runtime (`serve`);
+    // N: N single-threaded workers (`serve_workers`, what the CLI runs).
+    match env("WORKERS")
+        .parse::<usize>()
+        .expect("WORKERS is a number")
+    {
+        0 => {
+            let listener = TcpListener::bind(env("LISTEN")).await.expect("bind");
+            gateway.serve(listener, shutdown).await;
+        }
+        workers => {
+            let addr = env("LISTEN").parse().expect("LISTEN is an address");
+            let listeners = Listeners::bind(addr, workers).expect("bind");
+            gateway
+                .serve_workers(listeners, shutdown)
+                .await
+                .expect("workers served");
+        }
+    }
+    guard.flush();
 }
 
 // === the bench ===
@@ -360,27 +379,15 @@ async fn bench() {
         backends.push(addr);
     }
 
-    let gateway_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("address");
-    let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
-    let gateway_child = child(
-        "gateway",
-        &[("REGISTRY", &url), ("LISTEN", &gateway_addr.to_string())],
-        Stdio::from(log),
-    )
-    .spawn()
-    .expect("gateway child");
-    let gateway_pid = gateway_child.id().expect("gateway running");
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
-    wait_until("the gateway to reach 3 instances", async || {
-        if let Ok((200, id)) = get(&client, gateway_addr).await {
-            seen.lock().expect("lock").insert(id);
-        }
-        seen.lock().expect("lock").len() == 3
-    })
-    .await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let access = "warn,lodestar_gateway=info";
+    let (gateway_child, gateway_addr) = start_gateway(&dir, &url, &client, cores, access).await;
+    let gateway_pid = gateway_child.id().expect("gateway running");
+    let (quiet_child, quiet_addr) = start_gateway(&dir, &url, &client, cores, "warn").await;
+    let quiet_pid = quiet_child.id().expect("gateway running");
+    let (shared_child, shared_addr) = start_gateway(&dir, &url, &client, 0, access).await;
+    let shared_pid = shared_child.id().expect("gateway running");
 
     let nginx_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
@@ -410,38 +417,123 @@ async fn bench() {
     // Warm both up (connections, caches, p2c's estimates).
     wrk(nginx_addr, 2, connections).await;
     wrk(gateway_addr, 2, connections).await;
+    wrk(shared_addr, 2, connections).await;
+    wrk(quiet_addr, 2, connections).await;
     let nginx_pid = nginx_child.0.id().expect("nginx running");
-    let cpu = cpu_ticks(nginx_pid);
-    let nginx = wrk(nginx_addr, seconds, connections).await;
-    let nginx_cpu = cpu_ticks(nginx_pid) - cpu;
-    let cpu = cpu_ticks(gateway_pid);
-    let gateway = wrk(gateway_addr, seconds, connections).await;
-    let gateway_cpu = cpu_ticks(gateway_pid) - cpu;
+    // Interleaved rounds, each target once per round, so a machine whose
+    // load changes (it is shared) weighs on every target alike; each
+    // figure is the median over the rounds.
+    let targets = [
+        ("nginx", nginx_addr, nginx_pid),
+        ("gateway", gateway_addr, gateway_pid),
+        ("gateway-mt", shared_addr, shared_pid),
+        ("gateway-nolog", quiet_addr, quiet_pid),
+    ];
+    let rounds: u64 = std::env::var("WRK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut runs: Vec<Vec<(Figures, u64)>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, (_, addr, pid)) in targets.iter().enumerate() {
+            let cpu = cpu_ticks(*pid);
+            let figures = wrk(*addr, seconds, connections).await;
+            runs[i].push((figures, cpu_ticks(*pid) - cpu));
+        }
+    }
+    drop(shared_child);
+    drop(quiet_child);
+    println!("{rounds} interleaved rounds of {seconds} s per target; medians over the rounds");
     println!(
-        "{:<10} {:>12} {:>10} {:>10} {:>14}  errors",
+        "{:<14} {:>12} {:>10} {:>10} {:>14}  errors",
         "", "req/s", "p50 ms", "p99 ms", "CPU us/req"
     );
-    for (name, f, ticks) in [
-        ("nginx", &nginx, nginx_cpu),
-        ("gateway", &gateway, gateway_cpu),
-    ] {
+    let mut medians = Vec::new();
+    for ((name, _, _), runs) in targets.iter().zip(&runs) {
+        let median = |f: &dyn Fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(|(r, _)| f(r)).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let (rps, p50, p99) = (
+            median(&|f| f.rps),
+            median(&|f| f.p50_ms),
+            median(&|f| f.p99_ms),
+        );
         // Ticks are 1/100 s (USER_HZ); CPU per request is what a shared,
         // loaded machine changes least.
-        let per_request = ticks as f64 * 10_000.0 / (f.rps * seconds as f64);
+        let ticks: u64 = runs.iter().map(|(_, t)| t).sum();
+        let requests: f64 = runs.iter().map(|(f, _)| f.rps * seconds as f64).sum();
+        let per_request = ticks as f64 * 10_000.0 / requests;
+        let errors: Vec<&str> = runs.iter().map(|(f, _)| f.errors.as_str()).collect();
         println!(
-            "{name:<10} {:>12.0} {:>10.3} {:>10.3} {:>14.1}  {}",
-            f.rps, f.p50_ms, f.p99_ms, per_request, f.errors
+            "{name:<14} {rps:>12.0} {p50:>10.3} {p99:>10.3} {per_request:>14.1}  {}",
+            errors.join(" / ")
+        );
+        medians.push((rps, p99));
+    }
+    let (nginx_rps, nginx_p99) = medians[0];
+    for (i, label) in [
+        (1, "gateway/nginx"),
+        (
+            2,
+            "gateway-mt/nginx (one listener on tokio's multi-threaded runtime)",
+        ),
+        (3, "gateway-nolog/nginx (access log off; nginx's stays on)"),
+    ] {
+        let (rps, p99) = medians[i];
+        let goal = if i == 1 {
+            " (goals: >= 0.80x, <= 1.50x)"
+        } else {
+            ""
+        };
+        println!(
+            "{label}: throughput {:.2}x, p99 {:.2}x{goal}",
+            rps / nginx_rps,
+            p99 / nginx_p99
         );
     }
-    println!(
-        "gateway/nginx: throughput {:.2}x (goal >= 0.80x), p99 {:.2}x (goal <= 1.50x)",
-        gateway.rps / nginx.rps,
-        gateway.p99_ms / nginx.p99_ms
-    );
 
     lifecycle(&url, gateway_addr).await;
     drop(echoes);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts a gateway child with `workers` (0: one listener on the
+/// multi-threaded runtime) and waits until it reaches the 3 instances.
+async fn start_gateway(
+    dir: &Path,
+    url: &str,
+    client: &HttpClient,
+    workers: usize,
+    log: &str,
+) -> (Child, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
+    let file = std::fs::File::create(dir.join(format!("gateway-{workers}-{}.log", log.len())))
+        .expect("log file");
+    let child = child(
+        "gateway",
+        &[
+            ("REGISTRY", url),
+            ("LISTEN", &addr.to_string()),
+            ("WORKERS", &workers.to_string()),
+            ("GATEWAY_LOG", log),
+        ],
+        Stdio::from(file),
+    )
+    .spawn()
+    .expect("gateway child");
+    let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    wait_until("the gateway to reach 3 instances", async || {
+        if let Ok((200, id)) = get(client, addr).await {
+            seen.lock().expect("lock").insert(id);
+        }
+        seen.lock().expect("lock").len() == 3
+    })
+    .await;
+    (child, addr)
 }
 
 /// User + system CPU ticks of `pid` and its children (nginx's workers).

@@ -20,7 +20,9 @@
 //! grpc       gRPC detection and trailers-only errors
 //! proxy      the request path: route, limit, pick, forward, retry, stream
 //! server     the listeners: HTTP/1.1 and HTTP/2, admin, graceful shutdown
+//! workers    thread per core: one single-threaded runtime per SO_REUSEPORT socket
 //! reload     SIGHUP and file polling re-read the configuration
+//! log_writer the access log's writer: buffered, written by a background thread
 //! ```
 //!
 //! # Examples
@@ -47,6 +49,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod log_writer;
 pub mod metrics;
 mod proxy;
 pub mod ratelimit;
@@ -55,6 +58,7 @@ pub mod retry;
 pub mod router;
 mod server;
 pub mod upstream;
+mod workers;
 
 use std::{
     collections::HashSet,
@@ -65,10 +69,11 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use lodestar::Discovery;
 
+pub use crate::workers::Listeners;
+
 use crate::{
     config::{Config, Limits},
     metrics::Metrics,
-    proxy::Clients,
     router::Router,
     upstream::Upstreams,
 };
@@ -91,7 +96,6 @@ struct Shared {
     current: RwLock<Arc<Current>>,
     upstreams: Upstreams,
     metrics: Arc<Metrics>,
-    clients: Clients,
 }
 
 /// The configuration in force, ready to route.
@@ -115,7 +119,6 @@ impl Gateway {
             })),
             upstreams: Upstreams::new(discovery, metrics.clone()),
             metrics,
-            clients: Clients::new(),
         });
         let gateway = Self { shared };
         gateway.reload(config);

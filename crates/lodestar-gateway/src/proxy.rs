@@ -60,9 +60,27 @@ const PICKS_PER_TRY: usize = 4;
 /// How long a request waits for its service's first snapshot.
 const FIRST_SNAPSHOT: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// Each thread's pools: a request and the backend connection it reuses
+    /// stay on one thread (no cross-thread wake-ups per request), which is
+    /// what the workers of [`Gateway::serve_workers`](crate::Gateway::serve_workers) are for.
+    static CLIENTS: Clients = Clients::new();
+}
+
 // === impl Clients ===
 
 impl Clients {
+    /// This thread's pooled client: HTTP/2 for gRPC, else HTTP/1.1.
+    fn local(grpc: bool) -> Client<HttpConnector, Outgoing> {
+        CLIENTS.with(|clients| {
+            if grpc {
+                clients.grpc.clone()
+            } else {
+                clients.http.clone()
+            }
+        })
+    }
+
     /// Keep-alive pools: HTTP/1.1 for `http://` endpoints, HTTP/2 (prior
     /// knowledge) for `grpc://` ones.
     pub(crate) fn new() -> Self {
@@ -307,7 +325,7 @@ async fn tries(
     let mut tried = Vec::new();
     loop {
         let more = tried.len() + 1 < attempts as usize;
-        match try_once(shared, route, lane, parts, slot, more, &mut tried).await {
+        match try_once(route, lane, parts, slot, more, &mut tried).await {
             Try::Done(outcome) => return outcome,
             Try::Again(outcome) if !more => return outcome,
             Try::Again(_) => shared.metrics.retry(&route.config.prefix),
@@ -338,7 +356,6 @@ fn pick_untried(
 
 /// One try: pick, send, judge.
 async fn try_once(
-    shared: &Shared,
     route: &Route,
     lane: &balance::Route,
     parts: &Parts,
@@ -379,11 +396,7 @@ async fn try_once(
             });
         }
     };
-    let client = if grpc {
-        &shared.clients.grpc
-    } else {
-        &shared.clients.http
-    };
+    let client = Clients::local(grpc);
     let replayable = is_idempotent(&parts.method) && slot.replayable();
     let sent = within(
         route.config.retry.per_try_timeout(),

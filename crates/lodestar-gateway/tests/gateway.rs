@@ -754,3 +754,62 @@ async fn an_instance_answering_5xx_in_a_row_is_ejected() {
     })
     .await;
 }
+
+/// Thread per core (`serve_workers`, what `lodestar gateway` runs): every
+/// worker's socket shares one port; connections land on all of them and
+/// are served; at shutdown a request in flight on a worker finishes before
+/// `serve_workers` returns, and the port stops accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_one_port_and_drain_at_shutdown() {
+    use lodestar_gateway::{Gateway, Listeners};
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let _b = Echo::start(&reg, "web", "b", "v1", None).await;
+    let gateway = Gateway::new(
+        reg.registry.clone(),
+        Config::default().with_route_flags(&["/=web"]).unwrap(),
+    );
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+    assert_eq!(listeners.workers(), 3);
+    let addr = listeners.local_addr();
+    assert_ne!(addr.port(), 0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let gateway = gateway.clone();
+        async move {
+            gateway
+                .serve_workers(listeners, async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    wait_for_instances(addr, "/", &[], &["a", "b"]).await;
+    // Fresh connections each time, so the kernel spreads them over the
+    // workers' sockets; every one is answered.
+    let mut served = BTreeMap::<String, usize>::new();
+    for _ in 0..60 {
+        let answer = get(&client(), addr, "/", &[]).await;
+        assert_eq!(answer.status, 200);
+        *served.entry(answer.instance()).or_default() += 1;
+    }
+    assert_eq!(served.len(), 2, "{served:?}");
+
+    let slow = tokio::spawn(async move { get(&client(), addr, "/delay/500", &[]).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _ = stop.send(());
+    let answer = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the request in flight finished")
+        .unwrap();
+    assert_eq!(answer.status, 200, "drained, not cut");
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the workers stopped")
+        .unwrap()
+        .expect("no worker failed");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port no longer accepts"
+    );
+}

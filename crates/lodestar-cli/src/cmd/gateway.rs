@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use lodestar_gateway::{Gateway, config::Config, reload};
+use lodestar_gateway::{Gateway, Listeners, config::Config, reload};
 use tokio::net::TcpListener;
 
 use crate::output::errln;
@@ -25,6 +25,9 @@ pub(crate) struct Args {
     /// A TOML file of routes and limits (see docs/gateway.md); re-read on SIGHUP and on change.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Threads serving the proxy, each with its own socket (SO_REUSEPORT) and backend connections [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 /// Serves until SIGTERM/SIGINT, then drains.
@@ -39,8 +42,11 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no route: give --route PREFIX=SERVICE or a --config file with [[route]]s");
     }
     let registry = registry::connect(url, None).await?;
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let listeners = Listeners::bind(args.listen, workers)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let gateway = Gateway::new(registry.discovery, config);
     let admin = match args.admin_listen {
@@ -52,8 +58,9 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     errln!(
-        "lodestar: gateway on {}; SIGHUP reloads, SIGTERM drains",
-        listener.local_addr()?
+        "lodestar: gateway on {} ({} workers); SIGHUP reloads, SIGTERM drains",
+        listeners.local_addr(),
+        listeners.workers()
     );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(admin) = admin {
@@ -69,8 +76,11 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    gateway.serve(listener, shutdown.into_future()).await;
+    let served = gateway
+        .serve_workers(listeners, shutdown.into_future())
+        .await;
     tasks.abort_all();
+    served.context("a gateway worker failed")?;
     errln!("lodestar: gateway stopped");
     Ok(ExitCode::SUCCESS)
 }
