@@ -141,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subscribers(args) => cmd::list::subscribers(&cli.registry, args).await,
         Command::ServeEcho(args) => cmd::serve_echo::run(&cli.registry, args).await,
         Command::Call(args) => cmd::call::run(&cli.registry, args).await,
-        Command::Demo(args) => cmd::demo::run(args).await,
+        Command::Demo(args) => cmd::demo::run(&cli.registry, args).await,
         Command::Gateway(args) => cmd::gateway::run(&cli.registry, args).await,
         Command::Dashboard(args) => cmd::dashboard::run(&cli.registry, args).await,
         Command::Registry(args) => cmd::registry::run(args).await,

@@ -1,0 +1,261 @@
+//! What the demo shows while it runs. On a terminal: a live view redrawn
+//! four times a second (ratatui, in the alternate screen) with calls/s and
+//! p50/p99 per instance, the routes in use and the event log. Otherwise
+//! (piped, CI, tests): plain lines, no control codes: each event as it
+//! happens and a rates table after each step.
+//!
+//! Raw mode is never enabled, so Ctrl-C stays a SIGINT the demo handles.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    io::IsTerminal,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use lodestar::{Discovery, Instance};
+use ratatui::{
+    Terminal,
+    backend::CrosstermBackend,
+    crossterm::{cursor, execute, terminal},
+    layout::{Constraint, Layout},
+    text::Line,
+    widgets::{Block, Paragraph, Row, Table},
+};
+use tokio::task::JoinHandle;
+
+use super::{
+    fleet::SERVICE,
+    traffic::{Rate, Stats},
+};
+use crate::output::{outln, table};
+
+/// How many events the live view keeps.
+const EVENTS: usize = 200;
+
+/// The event log, the step in progress and the routes in use; cheap to
+/// clone.
+#[derive(Clone)]
+pub(super) struct Log {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+struct LogInner {
+    plain: bool,
+    started: tokio::time::Instant,
+    events: VecDeque<String>,
+    routes: Vec<String>,
+    instances: BTreeMap<String, Instance>,
+}
+
+/// The live view's drawing task, and what stops it.
+pub(super) struct Live {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+// === impl Log ===
+
+impl Log {
+    /// Plain lines unless stdout is a terminal (or `plain` is forced).
+    pub(super) fn new(plain: bool) -> Self {
+        let plain = plain || !std::io::stdout().is_terminal();
+        Self {
+            inner: Arc::new(Mutex::new(LogInner {
+                plain,
+                started: tokio::time::Instant::now(),
+                events: VecDeque::new(),
+                routes: Vec::new(),
+                instances: BTreeMap::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether lines go straight to stdout.
+    pub(super) fn is_plain(&self) -> bool {
+        self.lock().plain
+    }
+
+    /// An event: printed at once when plain, kept for the live view else.
+    pub(super) fn event(&self, line: impl Into<String>) {
+        let line = line.into();
+        let mut inner = self.lock();
+        if inner.plain {
+            outln!("{line}");
+            return;
+        }
+        let at = inner.started.elapsed().as_secs_f64();
+        inner.events.push_back(format!("{at:5.1}s {line}"));
+        if inner.events.len() > EVENTS {
+            inner.events.pop_front();
+        }
+    }
+
+    /// The routes in use, shown by the live view.
+    pub(super) fn routes(&self, routes: &[String]) {
+        self.lock().routes = routes.to_vec();
+    }
+
+    /// When plain: the rates table (the live view shows it all the time).
+    pub(super) fn print_rates(&self, stats: &Stats) {
+        if !self.is_plain() {
+            return;
+        }
+        let rows = self.rows(&stats.rates());
+        for line in table(&rows).lines() {
+            outln!("   {line}");
+        }
+    }
+
+    fn rows(&self, rates: &[Rate]) -> Vec<Vec<String>> {
+        let inner = self.lock();
+        let mut rows = vec![
+            [
+                "INSTANCE", "VERSION", "LANE", "STATE", "CALLS/S", "P50", "P99", "CALLS",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for rate in rates {
+            let (version, lane, state) = match inner.instances.get(&rate.id) {
+                Some(i) => (
+                    i.version.clone(),
+                    i.color().unwrap_or("base").to_string(),
+                    if i.is_down() { "down" } else { "up" }.to_string(),
+                ),
+                None => ("-".into(), "-".into(), "gone".into()),
+            };
+            rows.push(vec![
+                rate.id.clone(),
+                version,
+                lane,
+                state,
+                rate.per_second.to_string(),
+                millis(rate.p50),
+                millis(rate.p99),
+                rate.total.to_string(),
+            ]);
+        }
+        rows
+    }
+
+    /// Follows the echo service: each change is an event, and the live
+    /// view shows each instance's version, lane and state.
+    pub(super) async fn follow(self, discovery: Arc<dyn Discovery>) {
+        let Ok(mut watch) = discovery.watch(SERVICE).await else {
+            self.event("registry: cannot follow the echo service");
+            return;
+        };
+        let mut last = watch.latest();
+        self.known(&last);
+        while let Some(snapshot) = watch.next().await {
+            for change in snapshot.changes(&last) {
+                let i = change.instance();
+                let lane = i.color().map(|c| format!(", {c} lane")).unwrap_or_default();
+                let down = if i.is_down() { ", down" } else { "" };
+                let kind = change.kind();
+                self.event(format!(
+                    "  registry: {kind} {} ({}{lane}{down})",
+                    i.id, i.version
+                ));
+            }
+            self.known(&snapshot);
+            last = snapshot;
+        }
+    }
+
+    fn known(&self, snapshot: &lodestar::Snapshot) {
+        let instances = snapshot
+            .instances()
+            .iter()
+            .map(|i| (i.id.clone(), i.as_ref().clone()))
+            .collect();
+        self.lock().instances = instances;
+    }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1e3)
+}
+
+// === impl Live ===
+
+impl Live {
+    /// Enters the alternate screen and redraws every 250 ms; `None` when
+    /// plain.
+    pub(super) fn start(log: &Log, stats: &Stats) -> anyhow::Result<Option<Self>> {
+        if log.is_plain() {
+            return Ok(None);
+        }
+        let mut stdout = std::io::stdout();
+        execute!(stdout, terminal::EnterAlternateScreen, cursor::Hide)?;
+        let terminal = Terminal::new(CrosstermBackend::new(stdout))?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let (log, stats) = (log.clone(), stats.clone());
+        let task = tokio::spawn(async move {
+            let mut terminal = terminal;
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => break,
+                }
+                let _ = terminal.draw(|frame| draw(frame, &log, &stats));
+            }
+        });
+        Ok(Some(Self { stop, task }))
+    }
+
+    /// Stops drawing and gives the terminal back.
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        let _ = execute!(
+            std::io::stdout(),
+            terminal::LeaveAlternateScreen,
+            cursor::Show
+        );
+    }
+}
+
+fn draw(frame: &mut ratatui::Frame<'_>, log: &Log, stats: &Stats) {
+    let rows = log.rows(&stats.rates());
+    let totals = stats.totals();
+    let (routes, events) = {
+        let inner = log.lock();
+        (inner.routes.clone(), inner.events.clone())
+    };
+    let [top, middle, bottom] = Layout::vertical([
+        Constraint::Length(rows.len() as u16 + 2),
+        Constraint::Length(routes.len() as u16 + 3),
+        Constraint::Min(4),
+    ])
+    .areas(frame.area());
+    let widths = [10, 8, 6, 6, 8, 9, 9, 9].map(Constraint::Length);
+    let mut lines = rows.into_iter();
+    let header = lines.next().map(Row::new).unwrap_or_default();
+    let instances = Table::new(lines.map(Row::new), widths)
+        .header(header)
+        .block(Block::bordered().title(" lodestar demo: instances (last second) - Ctrl-C stops "));
+    frame.render_widget(instances, top);
+    let mut text: Vec<Line<'_>> = routes.into_iter().map(Line::from).collect();
+    text.push(Line::from(format!(
+        "failed calls: {} through the channel, {} through the gateway",
+        totals.failed_grpc, totals.failed_gateway
+    )));
+    frame.render_widget(
+        Paragraph::new(text).block(Block::bordered().title(" routes in use ")),
+        middle,
+    );
+    let room = bottom.height.saturating_sub(2) as usize;
+    let skip = events.len().saturating_sub(room);
+    let text: Vec<Line<'_>> = events.into_iter().skip(skip).map(Line::from).collect();
+    frame.render_widget(
+        Paragraph::new(text).block(Block::bordered().title(" events ")),
+        bottom,
+    );
+}
