@@ -20,7 +20,7 @@ use ratatui::{
     crossterm::{cursor, execute, terminal},
     layout::{Constraint, Layout},
     text::Line,
-    widgets::{Block, Paragraph, Row, Table},
+    widgets::{Block, Paragraph, Row, Table, Wrap},
 };
 use tokio::task::JoinHandle;
 
@@ -222,6 +222,24 @@ impl Live {
     }
 }
 
+/// The newest events that fit a bordered box of `width` x `height`, long
+/// ones wrapped.
+fn latest(events: VecDeque<String>, width: u16, height: u16) -> Vec<String> {
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let mut room = usize::from(height.saturating_sub(2));
+    let mut shown = Vec::new();
+    for event in events.into_iter().rev() {
+        let rows = event.chars().count().div_ceil(inner).max(1);
+        if rows > room {
+            break;
+        }
+        room -= rows;
+        shown.push(event);
+    }
+    shown.reverse();
+    shown
+}
+
 fn draw(frame: &mut ratatui::Frame<'_>, log: &Log, stats: &Stats) {
     let rows = log.rows(&stats.rates());
     let totals = stats.totals();
@@ -251,11 +269,14 @@ fn draw(frame: &mut ratatui::Frame<'_>, log: &Log, stats: &Stats) {
         Paragraph::new(text).block(Block::bordered().title(" routes in use ")),
         middle,
     );
-    let room = bottom.height.saturating_sub(2) as usize;
-    let skip = events.len().saturating_sub(room);
-    let text: Vec<Line<'_>> = events.into_iter().skip(skip).map(Line::from).collect();
+    let text: Vec<Line<'_>> = latest(events, bottom.width, bottom.height)
+        .into_iter()
+        .map(Line::from)
+        .collect();
     frame.render_widget(
-        Paragraph::new(text).block(Block::bordered().title(" events ")),
+        Paragraph::new(text)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" events ")),
         bottom,
     );
 }
