@@ -50,7 +50,7 @@ const INTERRUPTED: u8 = 130;
 /// Flags of `lodestar demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Pause between steps, in milliseconds (default 4000, or 100 with --quick).
+    /// Pause between steps, in milliseconds (default 5000, or 100 with --quick).
     #[arg(long, value_name = "MS")]
     pause_ms: Option<u64>,
     /// The short run, for tests and CI: short pauses and 1 s measuring windows.
@@ -76,7 +76,7 @@ impl Args {
         let (pause, window) = if self.quick {
             (100, 1000)
         } else {
-            (4000, 3000)
+            (5000, 3000)
         };
         Timing {
             pause: Duration::from_millis(self.pause_ms.unwrap_or(pause)),
@@ -90,7 +90,7 @@ impl Args {
 pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     // Before anything registers: a signal from here on deregisters it all.
     let mut shutdown = Shutdown::new()?;
-    let log = Log::new(args.plain);
+    let log = Log::new(view::plain(args.plain));
     let registry = connect(url).await?;
     let propagation = Duration::from_millis(300);
     let mut fleet = Fleet::new(

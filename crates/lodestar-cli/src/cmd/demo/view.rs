@@ -57,9 +57,8 @@ pub(super) struct Live {
 // === impl Log ===
 
 impl Log {
-    /// Plain lines unless stdout is a terminal (or `plain` is forced).
+    /// Plain lines when `plain` (see [`plain`]), else kept for the live view.
     pub(super) fn new(plain: bool) -> Self {
-        let plain = plain || !std::io::stdout().is_terminal();
         Self {
             inner: Arc::new(Mutex::new(LogInner {
                 plain,
@@ -178,6 +177,11 @@ impl Log {
     }
 }
 
+/// Whether to print plain lines: asked for, or stdout is not a terminal.
+pub(super) fn plain(asked: bool) -> bool {
+    asked || !std::io::stdout().is_terminal()
+}
+
 fn millis(d: Duration) -> String {
     format!("{:.1}ms", d.as_secs_f64() * 1e3)
 }
@@ -279,4 +283,53 @@ fn draw(frame: &mut ratatui::Frame<'_>, log: &Log, stats: &Stats) {
             .block(Block::bordered().title(" events ")),
         bottom,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+
+    #[test]
+    fn the_newest_events_that_fit_wrapped() {
+        let events: VecDeque<String> = ["a".repeat(30), "b".into(), "c".repeat(12)].into();
+        // 10 columns inside the border, 3 rows: "c..." takes 2, "b" 1.
+        assert_eq!(
+            latest(events.clone(), 12, 5),
+            vec!["b".to_string(), "c".repeat(12)]
+        );
+        assert_eq!(latest(events, 12, 2), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn the_live_view_shows_rates_routes_and_events() {
+        let (log, stats) = (Log::new(false), Stats::default());
+        stats.ok("echo-1", Duration::from_millis(2));
+        stats.failed(
+            super::super::traffic::Path::Gateway,
+            "gateway answered 502".into(),
+        );
+        log.routes(&["steady: channel -> echo".to_string()]);
+        log.event("2. scale out");
+        let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();
+        terminal.draw(|frame| draw(frame, &log, &stats)).unwrap();
+        let screen: String = terminal
+            .backend()
+            .buffer()
+            .content()
+            .chunks(100)
+            .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
+            .collect();
+        for expected in [
+            "echo-1",
+            "2.0ms",
+            "gone",
+            "steady: channel -> echo",
+            "0 through the channel, 1 through the gateway",
+            "2. scale out",
+        ] {
+            assert!(screen.contains(expected), "{expected:?} missing:\n{screen}");
+        }
+    }
 }
