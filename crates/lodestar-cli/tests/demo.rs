@@ -101,6 +101,10 @@ fn check_story(run: &Run) {
     // The crashed record goes with its 3 s TTL, not before.
     let gone_ms = *numbers(kill[2]).last().expect("a figure");
     assert!((2500.0..15000.0).contains(&gone_ms), "{kill:?}");
+    assert!(
+        numbers(kill[2])[0] > 0.0,
+        "the others kept answering: {kill:?}"
+    );
     assert!(out.contains("registry: remove echo-9"), "{out}");
     let down = row(out, "operator down");
     assert!(down[2].contains("0 failed"), "{down:?}");

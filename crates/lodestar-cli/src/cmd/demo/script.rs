@@ -208,14 +208,15 @@ impl Script<'_> {
         let gone = wait_for(&mut watch, Duration::from_secs(15), |s| {
             s.instance(CRASHED).is_none()
         })
-        .await;
+        .await
+        .map(|_| killed.elapsed());
         tokio::time::sleep(Duration::from_millis(500)).await;
         let step = self.stats.totals().since(&before);
         let (last_failure, error) = self.stats.last_failure();
         let moved = last_failure.filter(|t| *t > killed).map(|t| t - killed);
-        let gone = gone.map(|_| killed.elapsed().saturating_sub(Duration::from_millis(500)));
         let measured = format!(
-            "{} calls failed ({} channel, {} gateway{}); last failure {} after the kill; record gone after {}",
+            "{} calls answered by the others, {} failed ({} channel, {} gateway{}); last failure {} after the kill; record gone after {}",
+            step.answered(),
             step.failed(),
             step.failed_grpc,
             step.failed_gateway,
