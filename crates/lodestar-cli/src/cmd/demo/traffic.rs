@@ -192,13 +192,13 @@ impl Totals {
         let calls = self
             .calls
             .iter()
-            .map(|(id, n)| (id.clone(), n - earlier.calls.get(id).copied().unwrap_or(0)))
+            .map(|(id, n)| (id.clone(), n.saturating_sub(earlier.of(id))))
             .filter(|(_, n)| *n > 0)
             .collect();
         Totals {
             calls,
-            failed_grpc: self.failed_grpc - earlier.failed_grpc,
-            failed_gateway: self.failed_gateway - earlier.failed_gateway,
+            failed_grpc: self.failed_grpc.saturating_sub(earlier.failed_grpc),
+            failed_gateway: self.failed_gateway.saturating_sub(earlier.failed_gateway),
         }
     }
 
