@@ -207,3 +207,24 @@ impl<T> Drop for AbortOnDrop<T> {
         self.0.abort();
     }
 }
+
+#[tokio::test]
+async fn a_memory_registry_or_an_unreachable_one_is_refused_with_the_reason() {
+    let memory = run(Some("memory:demo")).await;
+    assert_eq!(memory.code, Some(1), "{}", memory.stderr);
+    assert!(
+        memory
+            .stderr
+            .contains("cannot see an in-process memory: registry"),
+        "{}",
+        memory.stderr
+    );
+    let port = lodestar_test_support::free_port();
+    let unreachable = run(Some(&format!("etcd://127.0.0.1:{port}"))).await;
+    assert_eq!(unreachable.code, Some(3), "{}", unreachable.stderr);
+    assert!(
+        unreachable.stderr.contains("unreachable"),
+        "{}",
+        unreachable.stderr
+    );
+}

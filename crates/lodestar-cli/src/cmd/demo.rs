@@ -152,7 +152,7 @@ async fn story(
     let channel = Channel::builder(fleet.discovery.clone(), SERVICE)
         .policy(BuiltinPolicy::P2c)
         .connect();
-    log.routes(&script::routes(false));
+    log.routes(&script::routes(None));
     let load = Load::start(stats, &channel, gateway, (4, 2), Duration::from_millis(10));
     let mut script = Script {
         fleet,
@@ -172,6 +172,13 @@ async fn story(
 
 /// The registry: an in-process node for the default URL, else `url`.
 async fn connect(url: &str) -> anyhow::Result<Registry> {
+    if url.starts_with("memory:") {
+        anyhow::bail!(
+            "the demo's kill -9 step runs a `lodestar serve-echo` process, which cannot see an \
+             in-process memory: registry; leave --registry out (the built-in registry then runs \
+             in-process) or give lodestar://... or etcd://..."
+        );
+    }
     let (url, node) = if url == registry::DEFAULT_URL {
         let config = server::Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
         let node = server::Server::bind(config)

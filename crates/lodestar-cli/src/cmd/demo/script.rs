@@ -298,11 +298,17 @@ impl Script<'_> {
             "version-pinned and blue-lane calls, through the channel and the gateway",
         );
         let mut misses = Vec::new();
+        let lane = |text: &str| routes(Some(&format!("{text}: channel x100, gateway x30")));
+        self.log.routes(&lane("lodestar-version: v2 -> echo-v2"));
         let pinned = self.burst(&[(VERSION, "v2")], |id| id == "echo-v2").await;
+        self.log.routes(&lane("lodestar-color: blue -> echo-blue"));
         let blue = self.burst(&[(COLOR, "blue")], |id| id == "echo-blue").await;
         self.log.event("   echo-blue leaves (graceful stop): the blue lane is empty, blue calls fall back to the base lane");
         self.fleet.stop("echo-blue").await?;
+        self.log
+            .routes(&lane("lodestar-color: blue, lane empty -> base lane"));
         let fallback = self.burst(&[(COLOR, "blue")], |id| id != "echo-blue").await;
+        self.log.routes(&routes(None));
         for (name, (right, sent)) in [
             ("pinned v2", pinned),
             ("blue lane", blue),
@@ -358,14 +364,16 @@ impl Script<'_> {
 
     async fn slow_instance(&mut self) {
         self.announce(7, &format!("{SLOW} answers 50 ms late: two fresh channels, p2c and round robin, each with 8 callers for {} ms, side by side", self.timing.window.as_millis()));
-        self.log.routes(&routes(true));
+        self.log.routes(&routes(Some(
+            "comparing: a p2c channel and a round-robin channel, 8 callers each",
+        )));
         let discovery = self.fleet.discovery.clone();
         let window = self.timing.window;
         let (p2c, rr) = tokio::join!(
             share(discovery.clone(), BuiltinPolicy::P2c, window),
             share(discovery, BuiltinPolicy::RoundRobin, window),
         );
-        self.log.routes(&routes(false));
+        self.log.routes(&routes(None));
         let measured = format!(
             "{SLOW}'s share: p2c {:.1}% of {} calls, round robin {:.1}% of {} calls; failed {}",
             p2c.share * 100.0,
@@ -388,14 +396,12 @@ impl Script<'_> {
 }
 
 /// The routes in use, as the live view lists them.
-pub(super) fn routes(comparing: bool) -> Vec<String> {
+pub(super) fn routes(extra: Option<&str>) -> Vec<String> {
     let mut routes = vec![
         "steady: balanced channel (p2c) -> echo, base lane (4 callers)".to_string(),
         "steady: gateway /echo -> echo http:// endpoints (p2c, 2 callers)".to_string(),
     ];
-    if comparing {
-        routes.push("comparing: a p2c channel and a round-robin channel, 8 callers each".into());
-    }
+    routes.extend(extra.map(str::to_string));
     routes
 }
 

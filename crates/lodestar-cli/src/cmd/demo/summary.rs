@@ -62,6 +62,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_broken_promise_fails_the_run() {
+        let held = |held| Outcome {
+            step: "pins and lanes",
+            promise: "exact".into(),
+            measured: "130/130".into(),
+            held,
+        };
+        assert!(print(&[held(true), held(true)]));
+        assert!(!print(&[held(true), held(false)]));
+        assert!(print(&[]));
+    }
+
+    #[test]
     fn a_broken_promise_says_so() {
         let outcome = Outcome {
             step: "rolling restart",
