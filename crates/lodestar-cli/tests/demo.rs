@@ -108,6 +108,20 @@ fn check_story(run: &Run) {
         "the others kept answering: {kill:?}"
     );
     assert!(out.contains("registry: remove echo-9"), "{out}");
+    // The steps' counts come from the same counters as the rates tables:
+    // the calls of the last table (cumulative per instance) cover them.
+    let last_table = out
+        .split("   INSTANCE ")
+        .last()
+        .and_then(|t| t.split("== summary ==").next())
+        .expect("a rates table");
+    let counted: f64 = last_table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    let stepped = numbers(rolling[2])[0] + numbers(kill[2])[0];
+    assert!(counted >= stepped, "{counted} < {stepped}:\n{last_table}");
     let down = row(out, "operator down");
     assert!(down[2].contains("0 failed"), "{down:?}");
     let lanes = row(out, "pins and lanes");
