@@ -215,7 +215,7 @@ impl Script<'_> {
         let (last_failure, error) = self.stats.last_failure();
         let moved = last_failure.filter(|t| *t > killed).map(|t| t - killed);
         let measured = format!(
-            "{} calls answered by the others, {} failed ({} channel, {} gateway{}); last failure {} after the kill; record gone after {}",
+            "{} calls answered by the others, {} failed ({} channel, {} gateway{}); {}; record gone after {}",
             step.answered(),
             step.failed(),
             step.failed_grpc,
@@ -224,7 +224,12 @@ impl Script<'_> {
                 .filter(|_| moved.is_some())
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default(),
-            moved.map_or("none".into(), |d| format!("{} ms", d.as_millis())),
+            moved.map_or("no call failed: traffic moved away at once".into(), |d| {
+                format!(
+                    "traffic moved away {} ms after the kill (its last failure)",
+                    d.as_millis()
+                )
+            }),
             gone.map_or("never (15 s)".into(), |d| format!("{} ms", d.as_millis())),
         );
         // Traffic moved away when no call failed after the first second.
