@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{
     fleet::{Fleet, SERVICE, Spec},
     summary::Outcome,
-    traffic::{self, HttpClient, Stats},
+    traffic::{self, HttpClient, Stats, Totals},
     view::Log,
 };
 
@@ -193,7 +193,7 @@ impl Script<'_> {
         {
             self.outcome(
                 "kill -9",
-                "traffic moves away from a crashed instance",
+                CRASH_PROMISE,
                 format!("{CRASHED} never took traffic"),
                 false,
             );
@@ -214,32 +214,10 @@ impl Script<'_> {
         let step = self.stats.totals().since(&before);
         let (last_failure, error) = self.stats.last_failure();
         let moved = last_failure.filter(|t| *t > killed).map(|t| t - killed);
-        let measured = format!(
-            "{} calls answered by the others, {} failed ({} channel, {} gateway{}); {}; record gone after {}",
-            step.answered(),
-            step.failed(),
-            step.failed_grpc,
-            step.failed_gateway,
-            error
-                .filter(|_| moved.is_some())
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default(),
-            moved.map_or("no call failed: traffic moved away at once".into(), |d| {
-                format!(
-                    "traffic moved away {} ms after the kill (its last failure)",
-                    d.as_millis()
-                )
-            }),
-            gone.map_or("never (15 s)".into(), |d| format!("{} ms", d.as_millis())),
-        );
+        let measured = crash_measured(&step, error.filter(|_| moved.is_some()), moved, gone);
         // Traffic moved away when no call failed after the first second.
         let held = moved.is_none_or(|d| d < Duration::from_secs(1)) && gone.is_some();
-        self.outcome(
-            "kill -9",
-            "failures stop within 1 s of the kill; the record expires",
-            measured,
-            held,
-        );
+        self.outcome("kill -9", CRASH_PROMISE, measured, held);
         self.pause().await;
         Ok(())
     }
@@ -284,16 +262,29 @@ impl Script<'_> {
             measured,
             held,
         );
+        self.clear_down(id).await?;
+        self.pause().await;
+        Ok(())
+    }
+
+    /// The operator clears the override: the instance takes calls again.
+    async fn clear_down(&mut self, id: &str) -> anyhow::Result<()> {
         self.log.event(format!(
-            "   the operator clears it: {id} is back in traffic"
+            "   the operator clears it (`lodestar set echo {id} --clear`)"
         ));
-        self.fleet.registrar.clear(SERVICE, id).await?;
         let cleared = Instant::now();
-        let _ = until(Duration::from_secs(5), || {
+        self.fleet.registrar.clear(SERVICE, id).await?;
+        let back = until(Duration::from_secs(5), || {
             self.stats.last_call(id).is_some_and(|t| t > cleared)
         })
         .await;
-        self.pause().await;
+        self.log.event(match back {
+            Some(_) => format!(
+                "   {id} is back in traffic {} ms later",
+                cleared.elapsed().as_millis()
+            ),
+            None => format!("   {id} took no call within 5 s of the clear"),
+        });
         Ok(())
     }
 
@@ -398,6 +389,34 @@ impl Script<'_> {
             held,
         );
     }
+}
+
+/// What the crash step promises.
+const CRASH_PROMISE: &str = "failures stop within 1 s of the kill; the record expires";
+
+/// The crash step's figures: `step` counted from the kill, the last
+/// failure's error and time after the kill, and when the record went.
+fn crash_measured(
+    step: &Totals,
+    error: Option<String>,
+    moved: Option<Duration>,
+    gone: Option<Duration>,
+) -> String {
+    let moved = moved.map_or("no call failed: traffic moved away at once".into(), |d| {
+        format!(
+            "traffic moved away {} ms after the kill (its last failure)",
+            d.as_millis()
+        )
+    });
+    format!(
+        "{} calls answered by the others, {} failed ({} channel, {} gateway{}); {moved}; record gone after {}",
+        step.answered(),
+        step.failed(),
+        step.failed_grpc,
+        step.failed_gateway,
+        error.map(|e| format!(": {e}")).unwrap_or_default(),
+        gone.map_or("never (15 s)".into(), |d| format!("{} ms", d.as_millis())),
+    )
 }
 
 /// The routes in use, as the live view lists them.
