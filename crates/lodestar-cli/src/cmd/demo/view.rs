@@ -19,6 +19,7 @@ use ratatui::{
     backend::CrosstermBackend,
     crossterm::{cursor, execute, terminal},
     layout::{Constraint, Layout},
+    style::{Color, Modifier, Style},
     text::Line,
     widgets::{Block, Paragraph, Row, Table, Wrap},
 };
@@ -202,6 +203,8 @@ impl Live {
         let (log, stats) = (log.clone(), stats.clone());
         let task = tokio::spawn(async move {
             let mut terminal = terminal;
+            // Start from a blank screen whatever the terminal kept.
+            let _ = terminal.clear();
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tokio::select! {
@@ -223,6 +226,24 @@ impl Live {
             terminal::LeaveAlternateScreen,
             cursor::Show
         );
+    }
+}
+
+/// An instance row's colour by its state: down yellow, gone dim.
+fn paint(cells: &[String]) -> Style {
+    match cells.get(3).map(String::as_str) {
+        Some("down") => paint_if(Style::new().fg(Color::Yellow)),
+        Some("gone") => paint_if(Style::new().add_modifier(Modifier::DIM)),
+        _ => Style::new(),
+    }
+}
+
+/// `style`, unless `NO_COLOR` says no colour.
+fn paint_if(style: Style) -> Style {
+    if std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) {
+        style
+    } else {
+        Style::new()
     }
 }
 
@@ -260,15 +281,22 @@ fn draw(frame: &mut ratatui::Frame<'_>, log: &Log, stats: &Stats) {
     let widths = [10, 8, 6, 6, 8, 9, 9, 9].map(Constraint::Length);
     let mut lines = rows.into_iter();
     let header = lines.next().map(Row::new).unwrap_or_default();
-    let instances = Table::new(lines.map(Row::new), widths)
-        .header(header)
-        .block(Block::bordered().title(" lodestar demo: instances (last second) - Ctrl-C stops "));
+    let instances = Table::new(
+        lines.map(|cells| Row::new(cells.clone()).style(paint(&cells))),
+        widths,
+    )
+    .header(header.style(paint_if(Style::new().add_modifier(Modifier::BOLD))))
+    .block(Block::bordered().title(" lodestar demo: instances (last second) - Ctrl-C stops "));
     frame.render_widget(instances, top);
     let mut text: Vec<Line<'_>> = routes.into_iter().map(Line::from).collect();
-    text.push(Line::from(format!(
+    let failed = Line::from(format!(
         "failed calls: {} through the channel, {} through the gateway",
         totals.failed_grpc, totals.failed_gateway
-    )));
+    ));
+    text.push(match totals.failed() {
+        0 => failed,
+        _ => failed.style(paint_if(Style::new().fg(Color::Red))),
+    });
     frame.render_widget(
         Paragraph::new(text).block(Block::bordered().title(" routes in use ")),
         middle,
