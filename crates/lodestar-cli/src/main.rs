@@ -78,16 +78,17 @@ enum Command {
     Gateway(cmd::gateway::Args),
     /// Serve the web console: services, instances, subscribers, live changes, registry nodes; traffic control with --allow-writes.
     Dashboard(cmd::dashboard::Args),
-    /// The whole story in one process: a built-in registry node, echo servers, balanced calls, a rolling restart.
+    /// The story in about a minute: an echo fleet behind the gateway under traffic, scale out, rolling restart, kill -9, operator down, pins and lanes, a slow instance; a summary (the built-in registry in-process unless --registry names one).
     Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::set_format(cli.output);
-    // The demo tells its own story; the others log their state changes.
+    // The demo tells its own story (and a log line would tear its live
+    // view); the others log their state changes.
     let default_filter = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) => "error",
         _ => {
             "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info,lodestar_gateway=info"
         }
@@ -146,7 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subscribers(args) => cmd::list::subscribers(&cli.registry, args).await,
         Command::ServeEcho(args) => cmd::serve_echo::run(&cli.registry, args).await,
         Command::Call(args) => cmd::call::run(&cli.registry, args).await,
-        Command::Demo(args) => cmd::demo::run(args).await,
+        Command::Demo(args) => cmd::demo::run(&cli.registry, args).await,
         Command::Gateway(args) => cmd::gateway::run(&cli.registry, args).await,
         Command::Dashboard(args) => cmd::dashboard::run(&cli.registry, args).await,
         Command::Registry(args) => cmd::registry::run(args).await,

@@ -275,25 +275,6 @@ async fn deregister_removes_and_says_when_there_is_nothing() {
     );
 }
 
-#[tokio::test]
-async fn demo_runs_the_whole_story_on_the_built_in_registry() {
-    let out = run("etcd://127.0.0.1:1", &["demo", "--pause-ms", "0"]).await;
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    for expected in [
-        "watcher: add    echo-a (v1)",
-        "in the blue lane: echo-c 30",
-        "pinned to v2:     echo-b 30",
-        " 0 failed",
-        "watcher: remove echo-c (v1, blue)",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "{expected:?} missing from:\n{}",
-            out.stdout
-        );
-    }
-}
-
 fn spawn_echo(registry: &str, id: &str, extra: &[&str]) -> (Child, Lines<BufReader<ChildStderr>>) {
     let mut args = vec![
         "serve-echo",

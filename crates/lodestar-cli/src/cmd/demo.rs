@@ -1,229 +1,204 @@
-//! `lodestar demo`: the whole story in one process, on the built-in
-//! registry (no etcd needed): a registry node, three echo servers that
-//! register themselves, a watcher, balanced calls with a version pin and a
-//! colour lane, and a rolling restart under load that loses no call.
+//! `lodestar demo`: the story of lodestar in about a minute, on loopback.
+//!
+//! A registry (the built-in one in-process by default, or the one
+//! `--registry` names), an echo fleet (three v1 instances, one v2, one in
+//! the `blue` lane, one 50 ms slow) and the HTTP gateway in front; steady
+//! traffic through the balanced channel and the gateway; then a script of
+//! real events, each announced and measured: scale out, a rolling restart,
+//! kill -9, an operator's `down`, pins and lanes, the slow instance under
+//! p2c and round robin. A summary table ends it; the exit status is 0 only
+//! if every promise held. SIGINT/SIGTERM stop it cleanly, deregistering
+//! everything it started.
+//!
+//! ```text
+//! fleet     the echo instances, the gateway, the crash step's child process
+//! traffic   the load generators and what they measured
+//! view      the live terminal view, or plain lines when piped
+//! script    the steps, each announced, done and measured
+//! summary   the closing table and the verdict
+//! ```
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+mod fleet;
+mod script;
+mod summary;
+mod traffic;
+mod view;
+
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use lodestar::{Discovery, Instance, Registrar, balance::BuiltinPolicy};
-use lodestar_echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer};
-use lodestar_registry::{LodestarRegistry, server};
-use lodestar_tonic::{Channel, serve};
-use tokio::{sync::oneshot, task::JoinHandle};
+use lodestar::{Discovery, Registrar, balance::BuiltinPolicy};
+use lodestar_registry::server;
+use lodestar_tonic::Channel;
+use tokio::task::JoinHandle;
 
-use crate::output::outln;
+use self::{
+    fleet::{Fleet, SERVICE},
+    script::{Script, Timing},
+    traffic::{Load, Stats},
+    view::{Live, Log},
+};
+use crate::{
+    cmd::Shutdown,
+    output::{errln, outln},
+    registry,
+};
+
+/// Exit status after SIGINT/SIGTERM, as a shell reports a signalled process.
+const INTERRUPTED: u8 = 130;
 
 /// Flags of `lodestar demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Pause between steps, in milliseconds.
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    pause_ms: u64,
+    /// Pause between steps, in milliseconds (default 5000, or 100 with --quick).
+    #[arg(long, value_name = "MS")]
+    pause_ms: Option<u64>,
+    /// The short run, for tests and CI: short pauses and 1 s measuring windows.
+    #[arg(long)]
+    quick: bool,
+    /// Plain lines even on a terminal (no live view).
+    #[arg(long)]
+    plain: bool,
 }
 
-/// One echo server run by the serve helper.
-struct Echo {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), serve::Error>>,
+/// The registry the demo runs on, and the in-process node when it is ours.
+struct Registry {
+    registrar: Arc<dyn Registrar>,
+    discovery: Arc<dyn Discovery>,
+    url: String,
+    node: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-impl Echo {
-    async fn start(registrar: Arc<dyn Registrar>, instance: Instance) -> anyhow::Result<Self> {
-        let bound = serve::Server::builder(registrar, instance)
-            .propagation_delay(Duration::from_millis(300))
-            .bind()
-            .await?;
-        let echo = EchoServer::new(EchoService::new(bound.instance().clone()));
-        let (stop, stopped) = oneshot::channel();
-        let routes = tonic::service::Routes::new(echo);
-        let task = tokio::spawn(bound.serve(routes, async {
-            let _ = stopped.await;
-        }));
-        Ok(Self { stop, task })
-    }
+// === impl Args ===
 
-    /// The graceful sequence: NOT_SERVING, deregister, wait, drain.
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await.context("echo server task")??;
-        Ok(())
+impl Args {
+    fn timing(&self) -> Timing {
+        let (pause, window) = if self.quick {
+            (100, 1000)
+        } else {
+            (5000, 3000)
+        };
+        Timing {
+            pause: Duration::from_millis(self.pause_ms.unwrap_or(pause)),
+            window: Duration::from_millis(window),
+        }
     }
 }
 
-fn echo(id: &str, version: &str) -> Instance {
-    Instance::new("echo", id).with_version(version)
-}
-
-/// Runs the demo.
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let pause = Duration::from_millis(args.pause_ms);
-    outln!("== lodestar demo: the built-in registry, three echo servers, a balanced client ==");
-
-    let node = server::Server::bind(server::Config::new(SocketAddr::from(([127, 0, 0, 1], 0))))
-        .await
-        .context("starting the built-in registry")?;
-    let addr = node.local_addr()?;
-    let node = tokio::spawn(node.serve(std::future::pending()));
-    let url = format!("lodestar://{addr}?ttl=3s");
-    outln!("1. a registry node listens on {addr} (what `lodestar registry` runs)");
-    let registry = Arc::new(LodestarRegistry::connect(url.parse()?).await?);
-    let watcher = tokio::spawn(watch_and_print(registry.clone()));
-    tokio::time::sleep(pause).await;
-
-    outln!(
-        "2. echo-a (v1), echo-b (v2) and echo-c (v1, colour blue) start; each registers once serving"
+/// Runs the demo on `url`: the default URL means an in-process node of the
+/// built-in registry; any other is used as it is (etcd, a running node).
+pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
+    // Before anything registers: a signal from here on deregisters it all.
+    let mut shutdown = Shutdown::new()?;
+    let log = Log::new(view::plain(args.plain));
+    let registry = connect(url).await?;
+    let propagation = Duration::from_millis(300);
+    let mut fleet = Fleet::new(
+        registry.registrar.clone(),
+        registry.discovery.clone(),
+        registry.url.clone(),
+        propagation,
     );
-    let mut servers = BTreeMap::new();
-    for instance in [
-        echo("echo-a", "v1"),
-        echo("echo-b", "v2"),
-        echo("echo-c", "v1").with_metadata("color", "blue"),
-    ] {
-        let id = instance.id.clone();
-        servers.insert(id, Echo::start(registry.clone(), instance).await?);
+    let stats = Stats::default();
+    let live = Live::start(&log, &stats)?;
+    let watcher = tokio::spawn(log.clone().follow(registry.discovery.clone()));
+    let result = {
+        let story = story(&mut fleet, &log, &stats, args.timing());
+        tokio::select! {
+            result = story => Ok(result),
+            signal = shutdown.recv() => Err(signal),
+        }
+    };
+    if let Some(live) = live {
+        live.stop().await;
     }
-    tokio::time::sleep(pause).await;
-
-    let client = EchoClient::new(
-        Channel::builder(registry.clone(), "echo")
-            .policy(BuiltinPolicy::P2c)
-            .connect(),
-    );
-    outln!(
-        "3. 300 calls through the balanced channel (p2c); coloured instances take coloured calls only:"
-    );
-    outln!("   {}", spread(&client, 300, &[]).await?);
-    outln!(
-        "   in the blue lane: {}",
-        spread(&client, 30, &[("lodestar-color", "blue")]).await?
-    );
-    outln!(
-        "   pinned to v2:     {}",
-        spread(&client, 30, &[("lodestar-version", "v2")]).await?
-    );
-    outln!(
-        "   in the green lane (none: the base lane): {}",
-        spread(&client, 30, &[("lodestar-color", "green")]).await?
-    );
-    tokio::time::sleep(pause).await;
-
-    outln!(
-        "4. a rolling restart of echo-a and echo-b under load (8 calls in flight at all times):"
-    );
-    let (ok, failed) = rolling_restart(&client, &registry, &mut servers, pause).await?;
-    outln!("   {ok} calls ok, {failed} failed");
-
-    outln!("5. everything stops gracefully; the watcher sees each instance leave");
-    for (_, server) in std::mem::take(&mut servers) {
-        server.stop().await?;
-    }
-    tokio::time::sleep(pause).await;
+    let released = fleet.shutdown().await;
     watcher.abort();
-    node.abort();
-    outln!(
-        "== done. Yourself: `lodestar registry &`, then `lodestar serve-echo --service echo --id a &`,"
-    );
-    outln!("   `lodestar call echo --count 100`, `lodestar watch echo` (see docs/cli.md) ==");
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-async fn watch_and_print(registry: Arc<LodestarRegistry>) -> anyhow::Result<()> {
-    let mut watch = registry.watch("echo").await?;
-    let mut last = watch.next().await.context("registry watch")?;
-    while let Some(snapshot) = watch.next().await {
-        for change in snapshot.changes(&last) {
-            let i = change.instance();
-            let color = i.color().map(|c| format!(", {c}")).unwrap_or_default();
-            outln!(
-                "   watcher: {:<6} {} ({}{color})",
-                change.kind(),
-                i.id,
-                i.version
+    if let Some(node) = registry.node {
+        node.abort();
+    }
+    match result {
+        Err(signal) => {
+            errln!(
+                "lodestar demo: {signal}: stopped; {released} instances stopped and deregistered"
             );
+            Ok(ExitCode::from(INTERRUPTED))
         }
-        last = snapshot;
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(outcomes)) => Ok(if summary::print(&outcomes) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
     }
-    Ok(())
 }
 
-/// Calls `n` times; "echo-a 150, echo-b 150".
-async fn spread(
-    client: &EchoClient<Channel>,
-    n: usize,
-    headers: &[(&'static str, &str)],
-) -> anyhow::Result<String> {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..n {
-        let mut request = tonic::Request::new(EchoRequest {
-            message: "demo".into(),
-            delay_ms: 0,
-        });
-        for (name, value) in headers {
-            request.metadata_mut().insert(*name, value.parse()?);
-        }
-        let reply = client.clone().say(request).await?.into_inner();
-        *counts.entry(reply.instance).or_default() += 1;
+/// Starts the fleet, the gateway and the traffic, then plays the script.
+async fn story(
+    fleet: &mut Fleet,
+    log: &Log,
+    stats: &Stats,
+    timing: Timing,
+) -> anyhow::Result<Vec<summary::Outcome>> {
+    log.event(
+        "1. the fleet: echo-1..3 (v1), echo-v2 (v2), echo-blue (blue lane), echo-slow (+50 ms), \
+         the gateway in front; steady traffic through the balanced channel (p2c) and the gateway",
+    );
+    for spec in script::initial_fleet() {
+        fleet.start(&spec).await?;
     }
-    let parts: Vec<String> = counts.iter().map(|(id, n)| format!("{id} {n}")).collect();
-    Ok(parts.join(", "))
+    let gateway = fleet.start_gateway().await?;
+    log.event(format!("   gateway on http://{gateway}/echo"));
+    let channel = Channel::builder(fleet.discovery.clone(), SERVICE)
+        .policy(BuiltinPolicy::P2c)
+        .connect();
+    log.routes(&script::routes(None));
+    let load = Load::start(stats, &channel, gateway, (4, 2), Duration::from_millis(10));
+    let mut script = Script {
+        fleet,
+        stats: stats.clone(),
+        log: log.clone(),
+        channel,
+        gateway,
+        http: traffic::http_client(),
+        timing,
+        outcomes: Vec::new(),
+    };
+    let played = script.run().await;
+    load.stop().await;
+    played?;
+    Ok(script.outcomes)
 }
 
-async fn rolling_restart(
-    client: &EchoClient<Channel>,
-    registry: &Arc<LodestarRegistry>,
-    servers: &mut BTreeMap<String, Echo>,
-    pause: Duration,
-) -> anyhow::Result<(u64, u64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (mut client, stop, ok, failed) =
-                (client.clone(), stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let request = EchoRequest {
-                        message: "load".into(),
-                        delay_ms: 1,
-                    };
-                    let counter = if client.say(request).await.is_ok() {
-                        &ok
-                    } else {
-                        &failed
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for (old, new, version) in [("echo-a", "echo-a2", "v1"), ("echo-b", "echo-b2", "v2")] {
-        if let Some(server) = servers.remove(old) {
-            outln!("   {old}: NOT_SERVING, deregistered, draining; {new} starts");
-            server.stop().await?;
-        }
-        servers.insert(
-            new.to_string(),
-            Echo::start(registry.clone(), echo(new, version)).await?,
+/// The registry: an in-process node for the default URL, else `url`.
+async fn connect(url: &str) -> anyhow::Result<Registry> {
+    if url.starts_with("memory:") {
+        anyhow::bail!(
+            "the demo's kill -9 step runs a `lodestar serve-echo` process, which cannot see an \
+             in-process memory: registry; leave --registry out (the built-in registry then runs \
+             in-process) or give lodestar://... or etcd://..."
         );
-        tokio::time::sleep(pause.max(Duration::from_millis(300))).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await?;
-    }
-    Ok((ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed)))
+    let (url, node) = if url == registry::DEFAULT_URL {
+        let config = server::Config::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let node = server::Server::bind(config)
+            .await
+            .context("starting the built-in registry in-process")?;
+        let addr = node.local_addr()?;
+        let task = tokio::spawn(node.serve(std::future::pending()));
+        outln!(
+            "lodestar demo: the built-in registry runs in-process on {addr} (--registry etcd://... to use etcd)"
+        );
+        (format!("lodestar://{addr}"), Some(task))
+    } else {
+        outln!("lodestar demo: on the registry at {url}");
+        (url.to_string(), None)
+    };
+    let connected = registry::connect(&url, Some(Duration::from_secs(3))).await?;
+    Ok(Registry {
+        registrar: connected.registrar,
+        discovery: connected.discovery,
+        url,
+        node,
+    })
 }
