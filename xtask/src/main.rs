@@ -94,6 +94,9 @@ fn run(command: Command) -> Outcome {
             found
                 .tools
                 .extend(tools::ensure_browser(&cargo::workspace_root())?.tools);
+            found
+                .tools
+                .extend(tools::ensure_grpcio(&cargo::workspace_root())?.tools);
             let present: Vec<String> = found
                 .tools
                 .iter()
@@ -103,11 +106,14 @@ fn run(command: Command) -> Outcome {
             Ok(())
         }
         Command::Test(extra) => {
-            cargo::header("ensure tools (protoc, etcd, chromium, node, playwright-core)");
+            cargo::header("ensure tools (protoc, etcd, chromium, node, playwright-core, grpcio)");
             let mut found = tools::ensure(ToolSet::All)?;
             found
                 .env
                 .extend(tools::ensure_browser(&cargo::workspace_root())?.env);
+            found
+                .env
+                .extend(tools::ensure_grpcio(&cargo::workspace_root())?.env);
             cargo::run_steps(&cargo::test_steps(&extra), &found.env)
         }
         Command::Demo(extra) => {

@@ -329,6 +329,98 @@ pub fn ensure_browser(root: &Path) -> Result<Found, Failure> {
     Ok(found)
 }
 
+/// Python 3, which runs grpcio, the third-party gRPC client of the
+/// gateway's tests.
+pub const PYTHON3: Spec = Spec {
+    name: "python3",
+    env_var: "PYTHON3",
+    package: "python3-venv",
+    manual: "install Python 3 with its venv module (Debian/Ubuntu package `python3-venv`) and \
+             put python3 on PATH, or set PYTHON3=/path/to/python3",
+    min_version: None,
+};
+
+/// The grpcio release the tests install (PyPI), pinned.
+pub const GRPCIO: &str = "grpcio==1.85.1";
+
+/// The virtual environment that holds it, under the workspace.
+pub const PYTHON_VENV: &str = "target/python";
+
+/// Makes sure `grpcio` imports in [`PYTHON_VENV`] (created with
+/// `python3 -m venv` and filled with `pip install` when it does not), and
+/// exports its interpreter as `LODESTAR_PYTHON` for the tests.
+pub fn ensure_grpcio(root: &Path) -> Result<Found, Failure> {
+    let mut found = ensure_specs(&[&PYTHON3])?;
+    let venv = root.join(PYTHON_VENV);
+    let python = venv.join("bin/python");
+    let imports = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import grpc"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if imports(&python) {
+        println!("xtask: grpcio present in {PYTHON_VENV}");
+    } else {
+        let python3 = found
+            .env
+            .iter()
+            .find(|(var, _)| *var == PYTHON3.env_var)
+            .map(|(_, path)| path.clone())
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        let make_venv = || {
+            Command::new(&python3)
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .stdin(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        println!("xtask: creating {PYTHON_VENV} (python3 -m venv)");
+        if !make_venv() {
+            // Debian's python3 lacks ensurepip without python3-venv.
+            let path_var = env::var_os("PATH");
+            if find_on_path(
+                OsStr::new("apt-get"),
+                path_var.as_deref().unwrap_or_default(),
+            )
+            .is_some()
+                && detect_privilege() != Privilege::None
+            {
+                let mut apt = Apt::new(detect_privilege() == Privilege::Sudo);
+                apt.install(PYTHON3.package).map_err(Failure::new)?;
+            }
+            if !make_venv() {
+                return Err(Failure::new(format!(
+                    "could not create a Python virtual environment in {PYTHON_VENV}: {}",
+                    PYTHON3.manual
+                )));
+            }
+        }
+        println!("xtask: installing {GRPCIO} into {PYTHON_VENV} (pip)");
+        let status = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", GRPCIO])
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| Failure::new(format!("could not run pip in {PYTHON_VENV}: {e}")))?;
+        if !status.success() || !imports(&python) {
+            return Err(Failure::new(format!(
+                "pip install {GRPCIO} in {PYTHON_VENV} failed ({status}): the gateway's \
+                 third-party gRPC client test needs grpcio from PyPI"
+            )));
+        }
+    }
+    found.env.push(("LODESTAR_PYTHON", python));
+    found.tools.push(FoundTool {
+        name: "grpcio",
+        version: GRPCIO.trim_start_matches("grpcio==").into(),
+    });
+    Ok(found)
+}
+
 /// Makes sure each tool of `specs` is present; see [`ensure`].
 fn ensure_specs(specs: &[&Spec]) -> Result<Found, Failure> {
     let path_var = env::var_os("PATH");
