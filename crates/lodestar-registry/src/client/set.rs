@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::Shared;
 use crate::{
     form::Form,
-    wire::{self, Code, Fetched, OVERRIDE_KEY, STATUS_UP, STATUS_WAITING},
+    wire::{self, Code, OVERRIDE_KEY, STATUS_UP, STATUS_WAITING},
 };
 
 /// What [`OVERRIDE_KEY`] holds.
@@ -96,16 +96,9 @@ pub(super) async fn clear(shared: &Shared, service: &str, id: &str) -> Result<bo
 
 /// The record of `service`/`id`, whatever its status.
 async fn find(shared: &Shared, service: &str, id: &str) -> Result<Option<wire::Instance>, Error> {
-    let query = Form::new()
-        .pair("appid", service)
-        .pair("env", &shared.config.env)
-        .pair("status", "3")
-        .finish();
-    let reply = shared.get(&format!("/discovery/fetch?{query}")).await?;
-    if reply.code() == Some(Code::NotFound) {
+    let Some(fetched) = super::watch::fetch(shared, service).await? else {
         return Ok(None);
-    }
-    let fetched: Fetched = shared.data(reply)?;
+    };
     Ok(fetched
         .instances
         .into_values()

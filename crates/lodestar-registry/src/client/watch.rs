@@ -160,7 +160,7 @@ impl Source for App {
 
 /// Every instance of `service` (status mask 3: up and down), or `None` if
 /// the registry has no such application.
-async fn fetch(shared: &Shared, service: &str) -> Result<Option<Fetched>, Error> {
+pub(super) async fn fetch(shared: &Shared, service: &str) -> Result<Option<Fetched>, Error> {
     let query = Form::new()
         .pair("appid", service)
         .pair("env", &shared.config.env)
