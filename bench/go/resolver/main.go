@@ -7,7 +7,7 @@
 //
 // It dials "etcd:///TARGET" and wraps the ClientConn the resolver updates,
 // so it sees each address list exactly when grpc-go does. It prints
-// "ready" once the first state arrived, then "visible ADDR" for each
+// "ready" once the resolver is built (listed and watching), then "visible ADDR" for each
 // address that appears and "gone ADDR" for each that leaves, one line each,
 // flushed at once; the bench times a put under TARGET/ until the line.
 package main
@@ -44,7 +44,6 @@ type watching struct {
 	out   *out
 	mu    sync.Mutex
 	known map[string]bool
-	first bool
 }
 
 func (w *watching) UpdateState(state gresolver.State) {
@@ -62,10 +61,6 @@ func (w *watching) UpdateState(state gresolver.State) {
 		}
 	}
 	w.known = now
-	if !w.first {
-		w.first = true
-		w.out.line("ready")
-	}
 	w.mu.Unlock()
 	w.ClientConn.UpdateState(state)
 }
@@ -105,6 +100,9 @@ func main() {
 		os.Exit(1)
 	}
 	defer conn.Close()
+	// Dial built the resolver, which listed TARGET/ and watches from the
+	// revision after: every later put is seen.
+	o.line("ready")
 	// Until stdin closes: the bench ends it by closing our stdin (or killing us).
 	buf := make([]byte, 1)
 	for {

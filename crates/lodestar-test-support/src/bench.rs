@@ -158,7 +158,10 @@ impl Record {
             .open(&path)
             .and_then(|mut file| writeln!(file, "{line}"));
         if let Err(error) = written {
-            eprintln!("bench: could not append to {}: {error}", path.to_string_lossy());
+            eprintln!(
+                "bench: could not append to {}: {error}",
+                path.to_string_lossy()
+            );
         }
     }
 }
