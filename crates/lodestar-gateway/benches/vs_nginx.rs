@@ -32,6 +32,7 @@ use hyper_util::{
 };
 use lodestar::{Endpoint, Instance};
 use lodestar_gateway::{Gateway, config::Config};
+use lodestar_test_support::bench::Record;
 use lodestar_test_support::{EtcdNode, free_port};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -432,6 +433,31 @@ async fn bench() {
             "{name:<10} {:>12.0} {:>10.3} {:>10.3} {:>14.1}  {}",
             f.rps, f.p50_ms, f.p99_ms, per_request, f.errors
         );
+    }
+    let title = format!(
+        "HTTP gateway vs nginx: 3 echo backends, wrk -t2 -c{connections} -d{seconds}s, GET /"
+    );
+    for (name, f, ticks) in [
+        ("nginx (static upstream, keep-alive)", &nginx, nginx_cpu),
+        ("lodestar gateway (discovery, p2c)", &gateway, gateway_cpu),
+    ] {
+        let per_request = ticks as f64 * 10_000.0 / (f.rps * seconds as f64);
+        let record = Record::new("gateway", &title, name)
+            .metric("requests", "/s", f.rps, false)
+            .metric("p50", "ms", f.p50_ms, true)
+            .metric("p99", "ms", f.p99_ms, true)
+            .metric("CPU", "us/request", per_request, true);
+        let record = if f.errors == "none" {
+            record
+        } else {
+            record.note(&format!("{name}: wrk reported {}", f.errors))
+        };
+        let record = if name.starts_with("nginx") {
+            record.note("Both access-log every request to a file; the gateway's requests carry a colour header (no such lane: base-lane fallback). wrk shares the 2 cores with the proxy and the backends; CPU per request is the proxy's own (user + system, with nginx's workers).")
+        } else {
+            record.peer("nginx (static upstream, keep-alive)")
+        };
+        record.emit();
     }
     println!(
         "gateway/nginx: throughput {:.2}x (goal >= 0.80x), p99 {:.2}x (goal <= 1.50x)",

@@ -54,7 +54,6 @@ fn sized(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 const CONNECTIONS: usize = 16;
-const RENEW_FOR: Duration = Duration::from_secs(10);
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -435,14 +434,15 @@ async fn renews_and_memory(instances: usize) {
             }
         }));
     }
-    tokio::time::sleep(RENEW_FOR).await;
+    let renew_for = Duration::from_secs(sized("LODESTAR_BENCH_RENEW_SECS", 10) as u64);
+    tokio::time::sleep(renew_for).await;
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.await.expect("worker");
     }
-    let rate = renewed.load(Ordering::Relaxed) as f64 / RENEW_FOR.as_secs_f64();
+    let rate = renewed.load(Ordering::Relaxed) as f64 / renew_for.as_secs_f64();
     println!(
-        "renews sustained over {RENEW_FOR:?} with {instances} instances, {CONNECTIONS} keep-alive connections, server and load on 2 worker threads: {rate:.0}/s (needed at one renew per 30 s: {:.0}/s)",
+        "renews sustained over {renew_for:?} with {instances} instances, {CONNECTIONS} keep-alive connections, server and load on 2 worker threads: {rate:.0}/s (needed at one renew per 30 s: {:.0}/s)",
         instances as f64 / 30.0
     );
     let title = format!(

@@ -121,7 +121,8 @@ pub fn steps(mode: Mode) -> Vec<BenchStep> {
         BenchStep::new("lodestar-registry", "registry", "wake renews fanout")
             .env("LODESTAR_BENCH_INSTANCES", m("10000", "100000"))
             .env("LODESTAR_BENCH_POLLS", m("200", "1000"))
-            .env("LODESTAR_BENCH_ROUNDS", m("50", "300")),
+            .env("LODESTAR_BENCH_ROUNDS", m("50", "300"))
+            .env("LODESTAR_BENCH_RENEW_SECS", m("4", "10")),
         BenchStep::new(
             "lodestar-tonic",
             "channel",
@@ -157,7 +158,7 @@ mod tests {
         assert_eq!(
             full[2].display(),
             "LODESTAR_BENCH_INSTANCES=100000 LODESTAR_BENCH_POLLS=1000 LODESTAR_BENCH_ROUNDS=300 \
-             cargo bench -p lodestar-registry --bench registry -- wake renews fanout"
+             LODESTAR_BENCH_RENEW_SECS=10 cargo bench -p lodestar-registry --bench registry -- wake renews fanout"
         );
         let gateway = full.iter().find(|s| s.bench == "vs_nginx").unwrap();
         assert_eq!(

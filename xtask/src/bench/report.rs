@@ -179,8 +179,12 @@ pub fn markdown(run: &Value, figures: &[Figure]) -> String {
     for figure in figures {
         let _ = write!(out, "\n## {}\n\n", figure.title);
         out.push_str(&table(figure));
-        if let Some(note) = figure.rows.iter().find_map(|r| r["note"].as_str()) {
-            let _ = write!(out, "\n{note}\n");
+        let mut notes: Vec<&str> = Vec::new();
+        for note in figure.rows.iter().filter_map(|r| r["note"].as_str()) {
+            if !notes.contains(&note) {
+                notes.push(note);
+                let _ = write!(out, "\n{note}\n");
+            }
         }
         if let Some(file) = svg::chart_file(figure) {
             let _ = write!(out, "\n![{}](benchmarks/{file})\n", figure.title);
