@@ -71,10 +71,25 @@ pub fn run(mode: Mode, env: &[(&'static str, PathBuf)], go: Result<PathBuf, Stri
             Vec::new()
         }
     };
+    // Build every bench first, in one cargo invocation over the workspace
+    // (so features unify once and no step rebuilds), so the run's time is
+    // the measurements'.
+    let build = plan::build_args(mode);
+    header(&format!("cargo {}", build.join(" ")));
+    let status = Command::new(cargo_binary())
+        .args(&build)
+        .current_dir(&root)
+        .envs(env.iter().map(|(k, v)| (OsStr::new(k), v.as_os_str())))
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        return Err(Failure::new(format!("`cargo {}` failed", build.join(" "))));
+    }
     let started = Instant::now();
+    let mut timings = Vec::new();
     for step in plan::steps(mode) {
         let line = step.display();
         header(&line);
+        let step_started = Instant::now();
         let status = Command::new(cargo_binary())
             .args(step.cargo_args())
             .current_dir(&root)
@@ -88,6 +103,7 @@ pub fn run(mode: Mode, env: &[(&'static str, PathBuf)], go: Result<PathBuf, Stri
             Ok(s) => failures.push(format!("`{line}` failed ({s})")),
             Err(e) => failures.push(format!("`{line}` could not start: {e}")),
         }
+        timings.push(json!({"step": line, "seconds": step_started.elapsed().as_secs()}));
     }
     let elapsed = started.elapsed();
     let mut records = collect::read_lines(&records_path).map_err(Failure::new)?;
@@ -98,6 +114,7 @@ pub fn run(mode: Mode, env: &[(&'static str, PathBuf)], go: Result<PathBuf, Stri
         "command": command,
         "machine": machine.to_json(),
         "elapsed_s": elapsed.as_secs(),
+        "steps": timings,
         "failures": failures,
         "records": records,
     });

@@ -168,10 +168,14 @@ struct Summary {
 }
 
 fn summarize(outcomes: &[Outcome], signal: Duration, end: Duration) -> Summary {
-    let slots = (end.as_millis() / BUCKET.as_millis()) as usize + 1;
+    // Whole buckets only: the last partial one would read as a drop.
+    let slots = (end.as_millis() / BUCKET.as_millis()) as usize;
     let (mut ok, mut failed) = (vec![0u64; slots], vec![0u64; slots]);
     for (sent, good) in outcomes {
-        let slot = ((sent.as_millis() / BUCKET.as_millis()) as usize).min(slots - 1);
+        let slot = (sent.as_millis() / BUCKET.as_millis()) as usize;
+        if slot >= slots {
+            continue;
+        }
         if *good {
             ok[slot] += 1;
         } else {
@@ -240,7 +244,7 @@ async fn crash(
     let end = start.elapsed();
     let outcomes = task.await.expect("load");
     drop(echoes);
-    summarize(&outcomes, signal, end + CALL_TIMEOUT)
+    summarize(&outcomes, signal, end)
 }
 
 /// Four processes replaced one by one, by SIGTERM or kill -9, under load.
@@ -274,7 +278,7 @@ async fn rolling(url: &str, watch_on: &Arc<EtcdRegistry>, graceful: bool) -> Sum
     let end = start.elapsed();
     let outcomes = task.await.expect("load");
     drop(echoes);
-    summarize(&outcomes, signal, end + CALL_TIMEOUT)
+    summarize(&outcomes, signal, end)
 }
 
 fn print(what: &str, s: &Summary) {
@@ -331,9 +335,13 @@ async fn main() {
         print(&format!("lodestar channel, {label}"), &ours);
         let peer = format!("tonic balance_list, {label}");
         crash_record(&peer, &theirs).note(note).emit();
-        crash_record(&format!("lodestar channel, {label}"), &ours)
-            .peer(&peer)
-            .emit();
+        let ours = crash_record(&format!("lodestar channel, {label}"), &ours).peer(&peer);
+        let ours = if how == "-KILL" {
+            ours.headline("failed")
+        } else {
+            ours
+        };
+        ours.emit();
     }
     let title =
         "Rolling restart of 4 `lodestar serve-echo` processes under load (c=16): graceful vs off";
@@ -353,7 +361,7 @@ async fn main() {
         let record = if row == peer {
             record.note("Each instance signalled in turn and its successor started at once, the next once the successor is registered; lodestar's channel (p2c) throughout.")
         } else {
-            record.peer(peer)
+            record.peer(peer).headline("failed")
         };
         record.emit();
     }

@@ -293,6 +293,7 @@ async fn many_watchers(
     )
     .peer(&floor_row)
     .latency(&ours.0)
+    .headline("p50")
     .emit();
     Record::new(
         "scale-etcd",

@@ -205,6 +205,7 @@ fn emit_churn(floor: &Stats, ours: &Stats, go: &Stats) {
         .emit();
     Record::new("propagation-etcd", title, "lodestar on etcd")
         .peer(FLOOR)
+        .headline("p50")
         .latency(&ours.0)
         .emit();
     if !go.0.is_empty() {

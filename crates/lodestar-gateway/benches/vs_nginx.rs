@@ -455,7 +455,9 @@ async fn bench() {
         let record = if name.starts_with("nginx") {
             record.note("Both access-log every request to a file; the gateway's requests carry a colour header (no such lane: base-lane fallback). wrk shares the 2 cores with the proxy and the backends; CPU per request is the proxy's own (user + system, with nginx's workers).")
         } else {
-            record.peer("nginx (static upstream, keep-alive)")
+            record
+                .peer("nginx (static upstream, keep-alive)")
+                .headline("requests")
         };
         record.emit();
     }

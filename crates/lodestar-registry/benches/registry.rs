@@ -296,6 +296,7 @@ async fn wake_up() {
         .emit();
     Record::new("propagation-builtin", title, "lodestar://, across nodes")
         .peer(floor_two)
+        .headline("p50")
         .latency(&ours_two)
         .emit();
 }
@@ -361,6 +362,7 @@ async fn fanout(polls: usize) {
         .emit();
     Record::new("registry-fanout", title, &format!("{polls} held polls"))
         .peer(one_row)
+        .headline("median")
         .metric("median", "ms", ms(percentile(&all, 0.5)), true)
         .metric("worst", "ms", ms(all[all.len() - 1]), true)
         .emit();
@@ -454,6 +456,7 @@ async fn renews_and_memory(instances: usize) {
         .emit();
     Record::new("registry-scale", &title, "lodestar registry, sustained")
         .peer(needed)
+        .headline("renews")
         .metric("renews", "/s", rate, false)
         .metric("registers", "/s", instances as f64 / registered_in.as_secs_f64(), false)
         .metric("memory", "bytes/instance", (rss_after.saturating_sub(rss_before) * 1024) as f64 / instances as f64, true)

@@ -80,6 +80,12 @@ impl Record {
         self.field("peer", json!(row))
     }
 
+    /// Marks this row as its figure's headline in the report, quoting the
+    /// metric `metric` as a ratio to the peer's.
+    pub fn headline(self, metric: &str) -> Self {
+        self.field("headline", json!(metric))
+    }
+
     /// A free-form note shown under the figure's table (the first one of a
     /// figure wins).
     pub fn note(self, text: &str) -> Self {

@@ -15,7 +15,9 @@ pub enum Mode {
     Full,
 }
 
-/// One bench binary to run: `cargo bench -p PACKAGE --bench BENCH -- ARGS`.
+/// One bench binary to run: `cargo bench --workspace --bench BENCH -- ARGS`
+/// (bench names are unique in the workspace; `--workspace` keeps one
+/// feature set, so no step rebuilds what another built).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchStep {
     /// The package holding the bench.
@@ -81,8 +83,7 @@ impl BenchStep {
     pub fn cargo_args(&self) -> Vec<String> {
         let mut args = vec![
             "bench".to_string(),
-            "-p".into(),
-            self.package.into(),
+            "--workspace".into(),
             "--bench".into(),
             self.bench.into(),
         ];
@@ -105,6 +106,18 @@ impl BenchStep {
     }
 }
 
+/// The one cargo invocation that builds every bench of `mode`.
+pub fn build_args(mode: Mode) -> Vec<String> {
+    let mut args = vec!["bench".to_string(), "--workspace".into(), "--no-run".into()];
+    for step in steps(mode) {
+        if !args.iter().any(|a| *a == step.bench) {
+            args.push("--bench".into());
+            args.push(step.bench.into());
+        }
+    }
+    args
+}
+
 /// The benches of one run, in order.
 pub fn steps(mode: Mode) -> Vec<BenchStep> {
     let m = |quick, full| mode.pick(quick, full);
@@ -113,7 +126,7 @@ pub fn steps(mode: Mode) -> Vec<BenchStep> {
             "lodestar",
             "balance",
             m(
-                "--warm-up-time 0.3 --measurement-time 0.7 ^(pick|rebuild)/",
+                "--warm-up-time 0.1 --measurement-time 0.3 --sample-size 10 ^(pick|rebuild)/",
                 "--warm-up-time 1 --measurement-time 3 ^(pick|rebuild)/",
             ),
         ),
@@ -153,17 +166,24 @@ mod tests {
         assert_eq!(quick.len(), full.len());
         assert_eq!(
             quick[1].display(),
-            "cargo bench -p lodestar-etcd --bench latency -- 100"
+            "cargo bench --workspace --bench latency -- 100"
         );
         assert_eq!(
             full[2].display(),
             "LODESTAR_BENCH_INSTANCES=100000 LODESTAR_BENCH_POLLS=1000 LODESTAR_BENCH_ROUNDS=300 \
-             LODESTAR_BENCH_RENEW_SECS=10 cargo bench -p lodestar-registry --bench registry -- wake renews fanout"
+             LODESTAR_BENCH_RENEW_SECS=10 cargo bench --workspace --bench registry -- wake renews fanout"
         );
         let gateway = full.iter().find(|s| s.bench == "vs_nginx").unwrap();
+        assert_eq!(gateway.package, "lodestar-gateway");
         assert_eq!(
             gateway.cargo_args(),
-            ["bench", "-p", "lodestar-gateway", "--bench", "vs_nginx"]
+            ["bench", "--workspace", "--bench", "vs_nginx"]
         );
+        let build = build_args(Mode::Quick).join(" ");
+        assert!(
+            build.starts_with("bench --workspace --no-run --bench balance --bench latency"),
+            "{build}"
+        );
+        assert_eq!(build.matches("--bench crash").count(), 1, "{build}");
     }
 }

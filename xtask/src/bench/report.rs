@@ -90,6 +90,15 @@ pub fn number(value: f64) -> String {
     }
 }
 
+/// A ratio: two decimals, more when it is small.
+pub fn times(r: f64) -> String {
+    if r != 0.0 && r.abs() < 0.01 {
+        format!("{r:.4}x")
+    } else {
+        format!("{r:.2}x")
+    }
+}
+
 /// The table of one figure, in markdown.
 pub fn table(figure: &Figure) -> String {
     let columns = columns(figure);
@@ -108,9 +117,15 @@ pub fn table(figure: &Figure) -> String {
     for row in &figure.rows {
         let peer = row["peer"].as_str().unwrap_or("");
         let _ = write!(out, "| {} | {peer} |", row["row"].as_str().unwrap_or(""));
-        for (name, _) in &columns {
-            let cell = match (metric(row, name), ratio(figure, row, name)) {
-                (Some(v), Some(r)) => format!("{} ({:.2}x)", number(v), r),
+        for (name, unit) in &columns {
+            // A count without a unit (samples) has no meaningful ratio.
+            let r = if unit.is_empty() {
+                None
+            } else {
+                ratio(figure, row, name)
+            };
+            let cell = match (metric(row, name), r) {
+                (Some(v), Some(r)) => format!("{} ({})", number(v), times(r)),
                 (Some(v), None) => number(v),
                 (None, _) => String::new(),
             };
@@ -121,20 +136,40 @@ pub fn table(figure: &Figure) -> String {
     out
 }
 
-/// The headline of a figure: its first row with a peer, on its first
-/// metric, as a ratio.
+/// The headline of a figure: the row marked as such (`headline`: the
+/// metric to quote), else its first row with a peer on its first metric,
+/// as a ratio to the peer.
 pub fn headline(figure: &Figure) -> Option<String> {
-    let row = figure.rows.iter().find(|r| r["peer"].is_string())?;
-    let first = row["metrics"].as_array()?.first()?;
-    let name = first["name"].as_str()?;
-    let r = ratio(figure, row, name)?;
-    Some(format!(
-        "{}: {} vs {}: {name} {:.2}x",
-        figure.title,
-        row["row"].as_str()?,
-        row["peer"].as_str()?,
-        r
-    ))
+    let marked = figure.rows.iter().find(|r| r["headline"].is_string());
+    let row = marked.or_else(|| figure.rows.iter().find(|r| r["peer"].is_string()))?;
+    let name = match row["headline"].as_str() {
+        Some(name) => name,
+        None => row["metrics"].as_array()?.first()?["name"].as_str()?,
+    };
+    let label = row["row"].as_str()?;
+    match (ratio(figure, row, name), row["peer"].as_str()) {
+        (Some(r), Some(peer)) => Some(format!(
+            "{}: {label} vs {peer}: {name} {}",
+            figure.title,
+            times(r)
+        )),
+        // A peer at zero (no failed call) has no ratio: quote both values.
+        (None, Some(peer)) => {
+            let theirs = figure
+                .rows
+                .iter()
+                .find(|r| r["peer"].is_null() && r["row"] == peer);
+            let theirs = theirs
+                .and_then(|t| metric(t, name))
+                .map_or("?".into(), number);
+            Some(format!(
+                "{}: {label}: {name} {} (vs {theirs} for {peer})",
+                figure.title,
+                number(metric(row, name)?)
+            ))
+        }
+        (_, None) => None,
+    }
 }
 
 /// The whole report.
@@ -160,7 +195,11 @@ pub fn markdown(run: &Value, figures: &[Figure]) -> String {
         m["cpu"].as_str().unwrap_or("?"),
         m["os"].as_str().unwrap_or("?")
     );
-    let _ = writeln!(out, "- Run time: {} s", run["elapsed_s"]);
+    let _ = writeln!(
+        out,
+        "- Run time: {} s of measurements (the benches were built first)",
+        run["elapsed_s"]
+    );
     out.push_str(
         "- The machine is shared with other builds: figures carry that noise; each figure's \
          rows run back to back so peers see the same noise.\n",
@@ -171,6 +210,19 @@ pub fn markdown(run: &Value, figures: &[Figure]) -> String {
         for f in failures {
             let _ = writeln!(out, "- {}", f.as_str().unwrap_or(""));
         }
+    }
+    let steps = run["steps"].as_array().map_or(&[][..], Vec::as_slice);
+    if !steps.is_empty() {
+        out.push_str("\n<details><summary>The steps and their times</summary>\n\n");
+        for step in steps {
+            let _ = writeln!(
+                out,
+                "- `{}`: {} s",
+                step["step"].as_str().unwrap_or(""),
+                step["seconds"]
+            );
+        }
+        out.push_str("\n</details>\n");
     }
     out.push_str("\n## Headlines\n\n");
     for line in figures.iter().filter_map(headline) {
@@ -209,8 +261,12 @@ mod tests {
                  "metrics": [{"name": "calls", "unit": "/s", "value": 1500.0}]},
                 {"figure": "tp", "title": "Throughput", "row": "tonic",
                  "metrics": [{"name": "calls", "unit": "/s", "value": 1000.0}]},
+                {"figure": "lat", "title": "Latency", "row": "b", "peer": "a",
+                 "metrics": [{"name": "p50", "unit": "ms", "value": 1.0}, {"name": "p99", "unit": "ms", "value": 5.0}]},
+                {"figure": "lat", "title": "Latency", "row": "c", "peer": "a", "headline": "p99",
+                 "metrics": [{"name": "p50", "unit": "ms", "value": 1.0}, {"name": "p99", "unit": "ms", "value": 1.25}]},
                 {"figure": "lat", "title": "Latency", "row": "a", "note": "a note",
-                 "metrics": [{"name": "p99", "unit": "ms", "value": 2.5}],
+                 "metrics": [{"name": "p50", "unit": "ms", "value": 1.0}, {"name": "p99", "unit": "ms", "value": 2.5}],
                  "cdf": [[0.5, 1.0], [0.99, 2.5]]},
                 {"figure": "tp", "title": "Throughput", "row": "lodestar", "peer": "tonic",
                  "metrics": [{"name": "calls", "unit": "/s", "value": 2000.0}]},
@@ -274,5 +330,7 @@ mod tests {
         assert_eq!(number(1.2345), "1.23");
         assert_eq!(number(0.01234), "0.012");
         assert_eq!(number(3.0), "3");
+        assert_eq!(times(0.000111), "0.0001x");
+        assert_eq!(times(1.234), "1.23x");
     }
 }

@@ -144,7 +144,21 @@ fn grid(out: &mut String, x1: f64, y1: f64, x2: f64, y2: f64) {
     );
 }
 
-/// A latency CDF: x is latency on a log scale, y the share of samples.
+/// The top of the percentile axis: p99.99 and the maximum.
+const TAIL_MAX: f64 = 4.0;
+
+/// How far into the tail a quantile is: -log10(1 - q), capped at
+/// [`TAIL_MAX`] (the maximum sits there).
+fn tail(q: f64) -> f64 {
+    if q >= 1.0 {
+        TAIL_MAX
+    } else {
+        (-(1.0 - q.max(0.0)).log10()).min(TAIL_MAX)
+    }
+}
+
+/// A latency CDF: x is latency on a log scale, y the percentile with the
+/// tail stretched.
 pub fn cdf(figure: &Figure) -> String {
     let rows: Vec<(&Value, Vec<Vec<f64>>)> = figure
         .rows
@@ -160,21 +174,29 @@ pub fn cdf(figure: &Figure) -> String {
     let hi = max.max(10f64.powf(lo)).log10().ceil().max(lo + 1.0);
     let (x1, y1) = (WIDTH - RIGHT, HEIGHT - BOTTOM);
     let x = |ms: f64| LEFT + (ms.max(10f64.powf(lo)).log10() - lo) / (hi - lo) * (x1 - LEFT);
-    let y = |q: f64| y1 - q * (y1 - TOP);
+    // The tail matters: y is -log10(1 - q) (p50, p90, p99, p99.9 evenly spaced).
+    let y = |q: f64| y1 - tail(q) / TAIL_MAX * (y1 - TOP);
     let mut out = open(&figure.title);
     for decade in (lo as i32)..=(hi as i32) {
         let v = 10f64.powi(decade);
         grid(&mut out, x(v), TOP, x(v), y1);
         tick(&mut out, x(v), y1, &format!("{v}"), false);
     }
-    for q in [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0] {
+    for (q, label) in [
+        (0.0, "p0"),
+        (0.5, "p50"),
+        (0.9, "p90"),
+        (0.99, "p99"),
+        (0.999, "p99.9"),
+        (1.0, "max"),
+    ] {
         grid(&mut out, LEFT, y(q), x1, y(q));
-        tick(&mut out, LEFT, y(q), &format!("{q}"), true);
+        tick(&mut out, LEFT, y(q), label, true);
     }
     frame(
         &mut out,
         "latency (ms, log scale)",
-        "share of samples at or below",
+        "percentile (tail stretched)",
     );
     for (i, (row, points)) in rows.iter().enumerate() {
         let path: Vec<String> = points
@@ -216,7 +238,11 @@ pub fn timeline(figure: &Figure) -> String {
         let t = t_max * i as f64 / 4.0;
         tick(&mut out, x(t), y1, &format!("{t:.1}"), false);
     }
-    frame(&mut out, "time (s)", "successful calls per second");
+    frame(
+        &mut out,
+        "time (s); bars at the bottom: failed calls (log height)",
+        "successful calls per second",
+    );
     for (i, (row, points)) in rows.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let path: Vec<String> = points
@@ -228,19 +254,20 @@ pub fn timeline(figure: &Figure) -> String {
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
             path.join(" ")
         );
+        // Failed calls: a bar per bucket in the row's colour, its height
+        // growing with the log of the count (1 -> 8 px, 10 -> 20, 1000 -> 44).
+        let offset = i as f64 * 3.0;
         for p in points
             .iter()
             .filter(|p| p.get(2).copied().unwrap_or(0.0) > 0.0)
         {
+            let h = 8.0 + 12.0 * p[2].log10();
             let _ = writeln!(
                 out,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"3\" height=\"{:.1}\" fill=\"#d62728\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#d62728\">{}</text>",
-                x(p[0]) - 1.5,
-                y1 - 30.0,
-                30.0,
-                x(p[0]) + 3.0,
-                y1 - 32.0 - 10.0 * i as f64,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"3\" height=\"{h:.1}\" fill=\"{colour}\" \
+                 stroke=\"#d62728\" stroke-width=\"0.5\"><title>{} failed</title></rect>",
+                x(p[0]) + offset,
+                y1 - h,
                 p[2]
             );
         }
@@ -292,7 +319,8 @@ mod tests {
         ]);
         let svg = timeline(&f);
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert_eq!(svg.matches("fill=\"#d62728\"/>").count(), 1);
+        assert_eq!(svg.matches("<title>7 failed</title>").count(), 1);
+        assert_eq!(svg.matches("failed</title>").count(), 1);
         assert!(svg.contains("abrupt (7 failed)"));
         assert!(svg.contains("graceful (0 failed)"));
     }
