@@ -134,6 +134,24 @@ pub fn run(mode: Mode, env: &[(&'static str, PathBuf)], go: Result<PathBuf, Stri
     }
 }
 
+/// Renders the report and the charts again from
+/// `docs/benchmarks/results.json` (`cargo xtask bench --render`), measuring
+/// nothing: for a change of layout.
+pub fn render() -> Outcome {
+    let root = workspace_root();
+    let path = root.join("docs").join("benchmarks").join("results.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failure::new(format!("reading {}: {e}", path.display())))?;
+    let run: Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::new(format!("{} does not parse: {e}", path.display())))?;
+    write_outputs(&root, &run).map_err(Failure::new)?;
+    println!(
+        "xtask: rendered docs/BENCHMARKS.md and the charts from {}",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Writes the report, the JSON and the charts of one run.
 fn write_outputs(root: &Path, run: &Value) -> Result<(), String> {
     let docs = root.join("docs");

@@ -13,7 +13,8 @@ Commands:
   demo [ARGS...]   Run `lodestar demo [ARGS...]` from the lodestar-cli crate
   bench [--quick]  Install the benches' tools (etcd, nginx, wrk, Go) if missing, run every
                    figure beside its peer and write docs/BENCHMARKS.md, docs/benchmarks/
-                   (results.json, SVG charts); --quick scales sizes and durations down
+                   (results.json, SVG charts); --quick scales sizes and durations down;
+                   --render only renders the report again from results.json
   setup            Install protoc/etcd if missing and report their versions
   help             Print this message
 

@@ -121,6 +121,7 @@ fn run(command: Command) -> Outcome {
             let found = tools::ensure(ToolSet::ProtocOnly)?;
             cargo::run_steps(&[cargo::demo_step(&extra)], &found.env)
         }
+        Command::Bench(extra) if extra.len() == 1 && extra[0] == "--render" => bench::render(),
         Command::Bench(extra) => {
             let mode = bench::Mode::from_args(&extra).map_err(|e| Failure {
                 code: 2,
