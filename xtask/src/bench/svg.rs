@@ -110,6 +110,13 @@ fn frame(out: &mut String, x_label: &str, y_label: &str) {
 }
 
 fn legend(out: &mut String, i: usize, label: &str) {
+    // Long labels are cut to the legend's width; the table has them whole.
+    let label: String = if label.chars().count() > 46 {
+        label.chars().take(45).chain(['…']).collect()
+    } else {
+        label.to_string()
+    };
+    let label = label.as_str();
     let y = TOP + 10.0 + i as f64 * 18.0;
     let x = WIDTH - RIGHT + 12.0;
     let colour = COLOURS[i % COLOURS.len()];
@@ -275,7 +282,7 @@ pub fn timeline(figure: &Figure) -> String {
             .iter()
             .map(|p| p.get(2).copied().unwrap_or(0.0))
             .sum();
-        let label = format!("{} ({failed} failed)", row["row"].as_str().unwrap_or(""));
+        let label = format!("{failed} failed: {}", row["row"].as_str().unwrap_or(""));
         legend(&mut out, i, &label);
     }
     out.push_str("</svg>\n");
@@ -321,8 +328,8 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert_eq!(svg.matches("<title>7 failed</title>").count(), 1);
         assert_eq!(svg.matches("failed</title>").count(), 1);
-        assert!(svg.contains("abrupt (7 failed)"));
-        assert!(svg.contains("graceful (0 failed)"));
+        assert!(svg.contains("7 failed: abrupt"));
+        assert!(svg.contains("0 failed: graceful"));
     }
 
     #[test]
