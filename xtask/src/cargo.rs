@@ -67,11 +67,6 @@ pub fn demo_step(extra: &[OsString]) -> Step {
     )
 }
 
-/// The step of `cargo xtask bench`.
-pub fn bench_step(extra: &[OsString]) -> Step {
-    Step::new(&["bench", "--workspace"], extra)
-}
-
 /// Prints a step header: `xtask: ==> <what>`.
 pub fn header(what: &str) {
     println!("xtask: ==> {what}");
@@ -171,13 +166,12 @@ mod tests {
     }
 
     #[test]
-    fn demo_and_bench_steps() {
+    fn demo_step_passes_args_through() {
         let extra = vec![OsString::from("--seed"), OsString::from("7")];
         assert_eq!(
             demo_step(&extra).display(),
             "cargo run --quiet -p lodestar-cli --bin lodestar -- demo --seed 7"
         );
-        assert_eq!(bench_step(&[]).display(), "cargo bench --workspace");
     }
 
     #[test]

@@ -11,7 +11,10 @@ Commands:
   test [ARGS...]   Install protoc/etcd if missing, then cargo fmt --check, clippy -D warnings
                    and cargo test --workspace (ARGS are passed to cargo test)
   demo [ARGS...]   Run `lodestar demo [ARGS...]` from the lodestar-cli crate
-  bench [ARGS...]  Install protoc/etcd if missing, then cargo bench --workspace [ARGS...]
+  bench [--quick]  Install the benches' tools (etcd, nginx, wrk, Go) if missing, run every
+                   figure beside its peer and write docs/BENCHMARKS.md, docs/benchmarks/
+                   (results.json, SVG charts); --quick scales sizes and durations down;
+                   --render only renders the report again from results.json
   setup            Install protoc/etcd if missing and report their versions
   help             Print this message
 
@@ -31,7 +34,8 @@ pub enum Command {
     Test(Vec<OsString>),
     /// Run the demo; the arguments go to `lodestar demo`.
     Demo(Vec<OsString>),
-    /// Run the benchmarks; the arguments go to `cargo bench`.
+    /// Run the benchmarks and write the report; the arguments are the mode
+    /// (`--quick` or none).
     Bench(Vec<OsString>),
 }
 

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo xtask test [ARGS...]    # install tools if needed, fmt, clippy, test
 //! cargo xtask demo [ARGS...]    # run `lodestar demo`
-//! cargo xtask bench [ARGS...]   # run every benchmark
+//! cargo xtask bench [--quick]   # every figure beside its peer -> docs/BENCHMARKS.md
 //! cargo xtask setup             # only make sure protoc and etcd are present
 //! cargo xtask help              # list the commands
 //! ```
@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod bench;
 mod cargo;
 mod cli;
 mod tools;
@@ -91,6 +92,7 @@ fn run(command: Command) -> Outcome {
         Command::Setup => {
             let mut found = tools::ensure(ToolSet::All)?;
             found.tools.extend(tools::ensure_bench_tools()?.tools);
+            found.tools.extend(tools::ensure_go()?.tools);
             found
                 .tools
                 .extend(tools::ensure_browser(&cargo::workspace_root())?.tools);
@@ -114,6 +116,10 @@ fn run(command: Command) -> Outcome {
             found
                 .env
                 .extend(tools::ensure_grpcio(&cargo::workspace_root())?.env);
+            cargo::header(
+                "ensure Go and grpc-go/etcd packages (the bench's Go peer compiles in a test)",
+            );
+            found.env.extend(tools::ensure_go()?.env);
             cargo::run_steps(&cargo::test_steps(&extra), &found.env)
         }
         Command::Demo(extra) => {
@@ -121,13 +127,35 @@ fn run(command: Command) -> Outcome {
             let found = tools::ensure(ToolSet::ProtocOnly)?;
             cargo::run_steps(&[cargo::demo_step(&extra)], &found.env)
         }
+        Command::Bench(extra) if extra.len() == 1 && extra[0] == "--render" => bench::render(),
         Command::Bench(extra) => {
+            let mode = bench::Mode::from_args(&extra).map_err(|e| Failure {
+                code: 2,
+                message: Some(e),
+            })?;
             cargo::header("ensure tools (protoc, etcd)");
             let mut found = tools::ensure(ToolSet::All)?;
-            cargo::header("ensure bench tools (nginx, wrk)");
+            cargo::header("ensure bench tools (nginx, wrk, Go with grpc-go and etcd's resolver)");
             found.env.extend(tools::ensure_bench_tools()?.env);
-            println!("xtask: benchmark figures are printed by each bench as it runs (below)");
-            cargo::run_steps(&[cargo::bench_step(&extra)], &found.env)
+            // Without Go the other figures still run; the report says why
+            // the grpc-go row is missing.
+            let go_path = match tools::ensure_go() {
+                Ok(go) => go
+                    .env
+                    .iter()
+                    .find(|(k, _)| *k == tools::GO.env_var)
+                    .map(|(_, p)| Ok(p.clone()))
+                    .unwrap_or_else(|| Err("go not found".to_string())),
+                Err(failure) => Err(failure.message.unwrap_or_else(|| "Go missing".into())),
+            };
+            cargo::header("build the grpc-go peer (GOPATH mode, Debian's packages)");
+            let resolver =
+                go_path.and_then(|go| bench::build_go_resolver(&cargo::workspace_root(), &go));
+            if let Err(why) = &resolver {
+                eprintln!("xtask: {why}");
+            }
+            println!("xtask: each bench prints its figures as it runs (below); the report follows");
+            bench::run(mode, &found.env, resolver)
         }
     }
 }

@@ -519,3 +519,71 @@ pub fn ensure_bench_tools() -> Result<Found, Failure> {
     }
     Ok(found)
 }
+
+/// The Go toolchain, which builds the grpc-go peer of the propagation bench
+/// (`bench/go/resolver`) in GOPATH mode from Debian's Go packages.
+pub const GO: Spec = Spec {
+    name: "go",
+    env_var: "GO",
+    package: "golang-go",
+    manual: "install Go (Debian/Ubuntu package `golang-go`) and put it on PATH, or set GO=/path/to/go",
+    min_version: None,
+};
+
+/// Where Debian's Go library packages put their sources (a GOPATH).
+pub const GOCODE: &str = "/usr/share/gocode";
+
+/// The Go libraries of the grpc-go peer: (import path under
+/// [`GOCODE`]`/src`, Debian package).
+pub const GO_LIBRARIES: [(&str, &str); 2] = [
+    ("google.golang.org/grpc", "golang-google-grpc-dev"),
+    ("go.etcd.io/etcd/clientv3", "golang-etcd-server-dev"),
+];
+
+/// Makes sure Go and the grpc-go and etcd client libraries are present
+/// (apt-get when missing), for the propagation bench's grpc-go peer.
+pub fn ensure_go() -> Result<Found, Failure> {
+    // `go` answers `go version`, not `--version`: presence is checked.
+    let path_var = env::var_os("PATH");
+    let mut apt: Option<Apt> = None;
+    let go = match lookup(&GO, env::var_os(GO.env_var), path_var.as_deref()) {
+        Lookup::Found(p) => p,
+        Lookup::BadOverride(message) => return Err(Failure::new(message)),
+        Lookup::Missing => install(&GO, path_var.as_deref(), &mut apt)?,
+    };
+    println!("xtask: go ({})", go.display());
+    let mut found = Found::default();
+    found.env.push((GO.env_var, go));
+    found.tools.push(FoundTool {
+        name: GO.name,
+        version: "present".into(),
+    });
+    for (import, package) in GO_LIBRARIES {
+        let dir = Path::new(GOCODE).join("src").join(import);
+        if dir.is_dir() {
+            println!("xtask: {import} present ({})", dir.display());
+            continue;
+        }
+        println!("xtask: {import} not found; installing {package} with apt-get");
+        let sudo = match detect_privilege() {
+            Privilege::Root => false,
+            Privilege::Sudo => true,
+            Privilege::None => {
+                return Err(Failure::new(format!(
+                    "{import} is missing and cannot be installed automatically (not root, no \
+                     `sudo -n`): install the Debian package `{package}`"
+                )));
+            }
+        };
+        let apt = apt.get_or_insert_with(|| Apt::new(sudo));
+        apt.install(package)
+            .map_err(|e| Failure::new(format!("installing package `{package}` failed: {e}")))?;
+        if !dir.is_dir() {
+            return Err(Failure::new(format!(
+                "installed `{package}` but {} is still missing",
+                dir.display()
+            )));
+        }
+    }
+    Ok(found)
+}

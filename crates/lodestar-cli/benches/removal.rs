@@ -15,7 +15,7 @@ use std::{
 
 use lodestar::{Discovery, Watch};
 use lodestar_etcd::EtcdRegistry;
-use lodestar_test_support::EtcdNode;
+use lodestar_test_support::{EtcdNode, bench::Record};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lodestar");
@@ -67,6 +67,11 @@ async fn removal(url: &str, watch: &mut Watch, id: &str, how: &str) -> Duration 
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
+    let title = "A `lodestar register` process's record after its death, on etcd: signal -> gone from a watch";
+    Record::new("removal", title, name)
+        .latency(&samples)
+        .note("SIGTERM deregisters on the way out; after kill -9 the record waits for the lease's TTL (3 s). No peer: the kill -9 row is the floor a lease sets.")
+        .emit();
     let at =
         |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
     println!(

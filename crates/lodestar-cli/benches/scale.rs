@@ -27,6 +27,7 @@ use lodestar_etcd::{
     etcd_client::{Client, EventType, Txn, TxnOp, WatchOptions, WatchStream},
 };
 use lodestar_test_support::EtcdNode;
+use lodestar_test_support::bench::Record;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -213,6 +214,16 @@ async fn one_watcher(client: &mut Client, url: &str, n: usize, rounds: usize) ->
     println!("one watcher, one change in {n} instances ({rounds} rounds):");
     let (f50, f99) = floor.line("etcd put -> raw watch (floor)");
     let (o50, o99) = ours.line("put -> lodestar Watch");
+    let title = format!("One change in a {n}-instance service on etcd -> watchers");
+    let floor_row = "1 watcher: etcd put -> raw watch (floor)";
+    Record::new("scale-etcd", &title, floor_row)
+        .latency(&floor.0)
+        .note("One in-process `Watch` beside a raw etcd watch; then W `lodestar watch --json` processes beside W raw watch streams, all following the same puts. `the last of them`: per change, the time until every watcher printed it.")
+        .emit();
+    Record::new("scale-etcd", &title, "1 watcher: lodestar Watch")
+        .peer(floor_row)
+        .latency(&ours.0)
+        .emit();
     let ratio = (ms(o50) / ms(f50), ms(o99) / ms(f99));
     println!(
         "  ratio to the floor: p50 {:.2}x, p99 {:.2}x (goal 1.2x)",
@@ -270,6 +281,28 @@ async fn many_watchers(
     let (p50, _) = ours.line(&format!("put -> {w} `lodestar watch` procs"));
     all.line("put -> the last of them");
     println!("  goal: p50 within 20 ms: {:.2} ms", ms(p50));
+    let title = format!("One change in a {n}-instance service on etcd -> watchers");
+    let floor_row = format!("{w} watchers: raw etcd watch streams (floor)");
+    Record::new("scale-etcd", &title, &floor_row)
+        .latency(&floor.0)
+        .emit();
+    Record::new(
+        "scale-etcd",
+        &title,
+        &format!("{w} watchers: `lodestar watch` processes"),
+    )
+    .peer(&floor_row)
+    .latency(&ours.0)
+    .headline("p50")
+    .emit();
+    Record::new(
+        "scale-etcd",
+        &title,
+        &format!("{w} watchers: the last of them"),
+    )
+    .peer(&floor_row)
+    .latency(&all.0)
+    .emit();
     let sample = instance(0, 0);
     let per = (full_kib.saturating_sub(empty_kib) * 1024) as f64 / n as f64;
     let record = record_bytes(&sample) as f64;
@@ -278,6 +311,17 @@ async fn many_watchers(
          {per:.0} B per instance, of which the record itself ~{record:.0} B: {:.0} B beyond it (goal < 1 KB)",
         per - record
     );
+    let title =
+        format!("Watcher memory with {n} instances (`lodestar watch` RSS growth per instance)");
+    let peer = "the record's own JSON";
+    Record::new("scale-memory", &title, peer)
+        .metric("memory", "bytes/instance", record, true)
+        .emit();
+    Record::new("scale-memory", &title, "`lodestar watch` process")
+        .peer(peer)
+        .metric("memory", "bytes/instance", per, true)
+        .note("RSS of a `lodestar watch` of the large service minus that of one watching an empty service, divided by the instances.")
+        .emit();
     empty.child.kill().await.ok();
     for mut watcher in watchers {
         watcher.child.kill().await.ok();

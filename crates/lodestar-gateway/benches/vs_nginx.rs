@@ -32,6 +32,7 @@ use hyper_util::{
 };
 use lodestar::{Endpoint, Instance};
 use lodestar_gateway::{Gateway, Listeners, config::Config};
+use lodestar_test_support::bench::Record;
 use lodestar_test_support::{EtcdNode, free_port};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -449,6 +450,7 @@ async fn bench() {
         "", "req/s", "p50 ms", "p99 ms", "CPU us/req"
     );
     let mut medians = Vec::new();
+    let mut records = Vec::new();
     for ((name, _, _), runs) in targets.iter().zip(&runs) {
         let median = |f: &dyn Fn(&Figures) -> f64| {
             let mut values: Vec<f64> = runs.iter().map(|(r, _)| f(r)).collect();
@@ -471,6 +473,15 @@ async fn bench() {
             errors.join(" / ")
         );
         medians.push((rps, p99));
+        records.push((
+            rps,
+            p50,
+            p99,
+            per_request,
+            runs.iter()
+                .map(|(f, _)| f.errors.clone())
+                .collect::<Vec<_>>(),
+        ));
     }
     let (nginx_rps, nginx_p99) = medians[0];
     for (i, label) in [
@@ -492,6 +503,34 @@ async fn bench() {
             rps / nginx_rps,
             p99 / nginx_p99
         );
+    }
+    let title = format!(
+        "HTTP gateway vs nginx: 3 echo backends, wrk -t2 -c{connections}, {rounds} interleaved rounds of {seconds} s, GET /"
+    );
+    let names = [
+        "nginx (static upstream, keep-alive)",
+        "lodestar gateway (discovery, p2c, access log; thread per core)",
+        "lodestar gateway on tokio's multi-threaded runtime",
+        "lodestar gateway, access log off",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let (rps, p50, p99, per_request, ref errors) = records[i];
+        let record = Record::new("gateway", &title, name)
+            .metric("requests", "/s", rps, false)
+            .metric("p50", "ms", p50, true)
+            .metric("p99", "ms", p99, true)
+            .metric("CPU", "us/request", per_request, true);
+        let record = if errors.iter().all(|e| e == "none") {
+            record
+        } else {
+            record.note(&format!("{name}: wrk reported {}", errors.join(" / ")))
+        };
+        let record = match i {
+            0 => record.note("Medians over interleaved rounds. nginx and the gateway both access-log every request to a file (the gateway-off row aside); the gateway's requests carry a colour header (no such lane: base-lane fallback). wrk shares the 2 cores with the proxy and the backends; CPU per request is the proxy's own (user + system, with nginx's workers)."),
+            1 => record.peer(names[0]).headline("requests"),
+            _ => record.peer(names[0]),
+        };
+        record.emit();
     }
 
     lifecycle(&url, gateway_addr).await;

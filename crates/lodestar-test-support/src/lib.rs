@@ -14,6 +14,8 @@
 //! - [`eventually`]: bounded polling for what becomes true asynchronously.
 //! - [`http`]: a tiny client for etcd's `/health` and JSON gateway, so the
 //!   harness needs no etcd client crate.
+//! - [`bench`](mod@bench): the machine-readable figures benches append for
+//!   `cargo xtask bench`'s report.
 //! - [`conformance`]: the backend conformance suite, what every registry
 //!   backend must do, run by each backend's tests through
 //!   [`conformance_suite!`].
@@ -45,6 +47,7 @@
 )]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 mod binary;
 mod cluster;
 pub mod conformance;

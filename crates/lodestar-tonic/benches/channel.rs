@@ -3,11 +3,15 @@
 //! differ).
 //!
 //! 1. Throughput at concurrency 64: lodestar (p2c) vs tonic's
-//!    `Channel::balance_list` over the four vs one direct tonic `Channel`.
-//! 2. p99 latency with one of four instances 50 ms slower: lodestar p2c vs
-//!    lodestar round robin vs tonic's `balance_list`, and p2c with no slow
-//!    instance as the reference.
-//! 3. Failed calls during a rolling restart of the four at steady load.
+//!    `Channel::balance_list` over the four vs one direct tonic `Channel`;
+//!    the four servers run in one child process, the same for every client.
+//! 2. Latency with one of four instances 50 ms slower: each lodestar policy
+//!    vs tonic's `balance_list`, and p2c with no slow instance as the
+//!    reference.
+//! 3. Failed calls during a rolling restart of the four at steady load
+//!    (NOT_SERVING, deregister, propagation delay, drain), with a timeline
+//!    of calls/s and errors. The contrast with the graceful sequence off
+//!    needs processes to kill: `lodestar-cli`'s `crash` bench.
 //! 4. `share`: p2c over two identical instances, the share of calls the
 //!    busier one takes: a fresh channel's first 300 calls one at a time (the
 //!    demo's case), then calls at concurrency 1 and 16. Three fresh
@@ -39,6 +43,7 @@ use lodestar::{
     memory::MemoryRegistry,
 };
 use lodestar_echo::{EchoRequest, EchoService, echo_client::EchoClient, echo_server::EchoServer};
+use lodestar_test_support::bench::Record;
 use lodestar_tonic::{Channel, serve};
 use tokio::sync::oneshot;
 use tonic::{
@@ -186,31 +191,72 @@ async fn tonic_direct(address: &str) -> EchoClient<TonicChannel> {
     EchoClient::new(channel)
 }
 
-async fn throughput(registry: &Arc<MemoryRegistry>, time: Duration) {
-    let mut servers = Vec::new();
-    for i in 0..4 {
-        servers.push(server(registry, "fast", &format!("fast-{i}"), Duration::ZERO).await);
+async fn throughput(time: Duration) {
+    let remote = Remote::start(4);
+    let registry = Arc::new(MemoryRegistry::new());
+    let mut registrations = Vec::new();
+    for (i, address) in remote.addresses.iter().enumerate() {
+        let instance = Instance::new("fast", format!("fast-{i}"))
+            .with_endpoint(format!("grpc://{address}").parse().expect("endpoint"));
+        registrations.push(registry.register(instance).await.expect("register"));
     }
-    let addresses: Vec<String> = servers.iter().map(|s| s.address.clone()).collect();
-    let ours = lodestar_client(registry, "fast", BuiltinPolicy::P2c, 4).await;
+    let addresses = remote.addresses.clone();
+    let ours = lodestar_client(&registry, "fast", BuiltinPolicy::P2c, 4).await;
     let balanced = tonic_balanced(&addresses).await;
     let direct = tonic_direct(&addresses[0]).await;
-    let (mut l, mut b, mut d) = (0.0, 0.0, 0.0);
+    let (mut l, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ln, mut bn, mut dn) = (0u64, 0u64, 0u64);
     // Two interleaved rounds so all three see the same machine noise.
     for _ in 0..2 {
-        l += drive(ours.clone(), 64, time).await.0 as f64 / time.as_secs_f64();
-        b += drive(balanced.clone(), 64, time).await.0 as f64 / time.as_secs_f64();
-        d += drive(direct.clone(), 64, time).await.0 as f64 / time.as_secs_f64();
+        let run = drive(ours.clone(), 64, time).await;
+        ln += run.0;
+        l.extend(run.2);
+        let run = drive(balanced.clone(), 64, time).await;
+        bn += run.0;
+        b.extend(run.2);
+        let run = drive(direct.clone(), 64, time).await;
+        dn += run.0;
+        d.extend(run.2);
     }
-    let (l, b, d) = (l / 2.0, b / 2.0, d / 2.0);
+    let rate = |n: u64| n as f64 / (2.0 * time.as_secs_f64());
+    let (lr, br, dr) = (rate(ln), rate(bn), rate(dn));
     println!(
-        "throughput c=64, 4 instances: lodestar p2c {l:.0}/s | tonic balance_list {b:.0}/s | tonic direct {d:.0}/s | lodestar/balance_list {:.2}x, lodestar/direct {:.2}x",
-        l / b,
-        l / d
+        "throughput c=64, 4 instances (one server process): lodestar p2c {lr:.0}/s | tonic balance_list {br:.0}/s | tonic direct {dr:.0}/s | lodestar/balance_list {:.2}x, lodestar/direct {:.2}x",
+        lr / br,
+        lr / dr
     );
-    for s in servers {
-        s.shutdown().await;
-    }
+    let title =
+        "Echo throughput, concurrency 64, 4 instances (the same server process for every client)";
+    let peer = "tonic balance_list";
+    let row = |name: &str, calls_per_s: f64, latencies: &mut Vec<Duration>| {
+        latencies.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Record::new("throughput", title, name)
+            .metric("calls", "/s", calls_per_s, false)
+            .metric(
+                "p50",
+                "ms",
+                ms(lodestar_test_support::bench::quantile(latencies, 0.5)),
+                true,
+            )
+            .metric(
+                "p99",
+                "ms",
+                ms(lodestar_test_support::bench::quantile(latencies, 0.99)),
+                true,
+            )
+    };
+    row(peer, br, &mut b)
+        .note("Client and servers share the machine's 2 cores (client runtime: 2 worker threads; the servers' process: 1); two interleaved rounds each.")
+        .emit();
+    row("lodestar channel (p2c)", lr, &mut l)
+        .peer(peer)
+        .headline("calls")
+        .emit();
+    row("one direct tonic Channel", dr, &mut d)
+        .peer(peer)
+        .emit();
+    drop(registrations);
 }
 
 async fn slow_instance(registry: &Arc<MemoryRegistry>, time: Duration) {
@@ -223,52 +269,122 @@ async fn slow_instance(registry: &Arc<MemoryRegistry>, time: Duration) {
         servers.push(server(registry, "even", &format!("even-{i}"), Duration::ZERO).await);
     }
     let addresses: Vec<String> = servers[..4].iter().map(|s| s.address.clone()).collect();
-    let reference = lodestar_client(registry, "even", BuiltinPolicy::P2c, 4).await;
-    let p2c = lodestar_client(registry, "mixed", BuiltinPolicy::P2c, 4).await;
-    let rr = lodestar_client(registry, "mixed", BuiltinPolicy::RoundRobin, 4).await;
-    let balanced = tonic_balanced(&addresses).await;
     let c = 16;
-    let base = p99(&drive(reference, c, time).await.2);
-    let p2c = p99(&drive(p2c, c, time).await.2);
-    let rr = p99(&drive(rr, c, time).await.2);
-    let tonic = p99(&drive(balanced, c, time).await.2);
-    println!(
-        "p99, one of 4 instances +50 ms, c={c}: lodestar p2c {p2c:.1?} | lodestar round robin {rr:.1?} | tonic balance_list {tonic:.1?} | p2c with no slow instance {base:.1?} | p2c/reference {:.2}x",
-        p2c.as_secs_f64() / base.as_secs_f64()
+    let title = "Latency with one slow instance of four (+50 ms), concurrency 16";
+    let peer = "tonic balance_list";
+    let balanced = tonic_balanced(&addresses).await;
+    let mut tonic = drive(balanced, c, time).await.2;
+    Record::new("slow", title, peer)
+        .latency(&tonic)
+        .note("Each client runs alone for the same time over the same four in-process servers; the reference is p2c over four equal instances.")
+        .emit();
+    let reference = lodestar_client(registry, "even", BuiltinPolicy::P2c, 4).await;
+    let base = drive(reference, c, time).await.2;
+    Record::new("slow", title, "reference: p2c, no slow instance")
+        .peer(peer)
+        .latency(&base)
+        .emit();
+    let mut line = format!(
+        "p99, one of 4 instances +50 ms, c={c}: tonic balance_list {:.1?}",
+        p99(&tonic)
     );
+    for policy in BuiltinPolicy::ALL {
+        let client = lodestar_client(registry, "mixed", policy, 4).await;
+        let latencies = drive(client, c, time).await.2;
+        line.push_str(&format!(
+            " | lodestar {} {:.1?}",
+            policy.name(),
+            p99(&latencies)
+        ));
+        let record = Record::new("slow", title, &format!("lodestar {}", policy.name())).peer(peer);
+        let record = if policy == BuiltinPolicy::P2c {
+            record.headline("p99")
+        } else {
+            record
+        };
+        record.latency(&latencies).emit();
+    }
+    tonic.sort();
+    println!("{line} | p2c with no slow instance {:.1?}", p99(&base));
     for s in servers {
         s.shutdown().await;
     }
 }
 
+const BUCKET: Duration = Duration::from_millis(100);
+
+/// Calls at concurrency 16 until `stop`, counted per [`BUCKET`] since
+/// `start`: (ok, failed) per bucket.
+fn steady_load(
+    client: EchoClient<Channel>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<u64>, Vec<u64>)> {
+    let slots = 600;
+    let ok: Arc<Vec<AtomicU64>> = Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect());
+    let failed: Arc<Vec<AtomicU64>> = Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect());
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (mut client, stop, ok, failed) =
+                (client.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let result = client.say(echo_request()).await;
+                    let slot = ((start.elapsed().as_millis() / BUCKET.as_millis()) as usize)
+                        .min(slots - 1);
+                    let counter = if result.is_ok() {
+                        &ok[slot]
+                    } else {
+                        &failed[slot]
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        for w in workers {
+            let _ = w.await;
+        }
+        let last = ((start.elapsed().as_millis() / BUCKET.as_millis()) as usize).min(slots);
+        let read = |v: &Vec<AtomicU64>| {
+            v[..last]
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .collect()
+        };
+        (read(&ok), read(&failed))
+    })
+}
+
 async fn rolling_restart(registry: &Arc<MemoryRegistry>) {
+    let title = "Rolling restart of 4 in-process instances at concurrency 16 (serve helper)";
     let mut servers = Vec::new();
     for i in 0..4 {
         servers.push(server(registry, "rolling", &format!("gen0-{i}"), Duration::ZERO).await);
     }
     let client = lodestar_client(registry, "rolling", BuiltinPolicy::P2c, 4).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let (o, f, _) = drive(client.clone(), 16, Duration::from_millis(200)).await;
-                ok += o;
-                failed += f;
-            }
-            (ok, failed)
-        })
-    };
+    let start = Instant::now();
+    let load = steady_load(client, start, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..4 {
         let old = servers.remove(0);
         old.shutdown().await;
         servers.push(server(registry, "rolling", &format!("gen1-{i}"), Duration::ZERO).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load.await.expect("load");
-    println!("rolling restart of 4 instances at c=16: {ok} calls ok, {failed} failed");
+    let (n_ok, n_failed): (u64, u64) = (ok.iter().sum(), failed.iter().sum());
+    println!("rolling restart of 4 instances at c=16: {n_ok} calls ok, {n_failed} failed");
+    Record::new("rolling-inprocess", title, "lodestar channel, graceful shutdown")
+        .metric("failed", "calls", n_failed as f64, true)
+        .metric("ok", "calls", n_ok as f64, false)
+        .timeline(BUCKET, &ok, &failed)
+        .note("Each instance: NOT_SERVING, deregister, 200 ms propagation delay, drain; its successor starts at once; one every ~300 ms after 0.5 s of steady load. Successful calls/s per 100 ms; failed calls in red.")
+        .emit();
     for s in servers {
         s.shutdown().await;
     }
@@ -497,7 +613,7 @@ fn main() {
         let registry = Arc::new(MemoryRegistry::new());
         let _keep: &dyn Registrar = registry.as_ref();
         if run("throughput") {
-            throughput(&registry, time).await;
+            throughput(time).await;
         }
         if run("slow") {
             slow_instance(&registry, time).await;
