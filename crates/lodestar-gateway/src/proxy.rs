@@ -179,33 +179,18 @@ pub(crate) async fn handle(
     let path = request.uri().path().to_string();
     let grpc = grpc::is_grpc(request.headers());
     let host = host_of(&request);
-    let (route_name, outcome) = match current.router.find(host.as_deref(), &path) {
-        Some(route) => {
-            let route = route.clone();
-            let outcome = forward(
-                &shared,
-                &current.limits,
-                &route,
-                request,
-                client,
-                grpc,
-                host,
-            )
-            .await;
-            (route.config.prefix.clone(), outcome)
-        }
+    let route = current.router.find(host.as_deref(), &path).cloned();
+    let outcome = match &route {
+        Some(route) => forward(&shared, &current.limits, route, request, client, grpc, host).await,
         None => {
             let body = serde_json::json!({"error": "no route", "path": path});
-            let response = error(grpc, StatusCode::NOT_FOUND, body);
-            (
-                String::new(),
-                Outcome {
-                    response,
-                    instance: String::new(),
-                },
-            )
+            Outcome {
+                response: error(grpc, StatusCode::NOT_FOUND, body),
+                instance: String::new(),
+            }
         }
     };
+    let route_name = route.as_ref().map_or("", |r| r.config.prefix.as_str());
     let elapsed = start.elapsed();
     let status = outcome.response.status().as_u16();
     tracing::info!(
@@ -220,7 +205,7 @@ pub(crate) async fn handle(
     );
     shared
         .metrics
-        .request(&route_name, &outcome.instance, status, elapsed);
+        .request(route_name, &outcome.instance, status, elapsed);
     outcome.response
 }
 
