@@ -10,7 +10,7 @@
 //!   another node meanwhile, cannot resume, so the driver fetches again.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -25,7 +25,7 @@ use lodestar::{
 use super::Shared;
 use crate::{
     form::Form,
-    wire::{Code, Fetched},
+    wire::{Code, Fetched, STATUS_UP},
 };
 
 /// Time allowed for a poll on top of the request timeout: the server holds
@@ -60,6 +60,9 @@ struct Poll {
     /// whose last instance left; `poll` then answers `-404` at once, and
     /// `polls` holds until the application is back.
     known: bool,
+    /// What the last update showed: hostname -> set down. `None` until
+    /// this follow yielded one.
+    shown: Option<HashMap<String, bool>>,
 }
 
 /// What one long poll learnt.
@@ -153,6 +156,7 @@ impl Source for App {
             latest: i64::try_from(after).unwrap_or(i64::MAX),
             node: self.shared.nodes.current(),
             known: true,
+            shown: None,
         };
         Box::pin(async move { Ok(Box::new(poll) as Box<dyn Follow>) })
     }
@@ -219,12 +223,12 @@ impl Follow for Poll {
                     Polled::Changed(fetched) => {
                         self.known = true;
                         self.latest = fetched.latest_timestamp;
-                        return self.with_down(records(&fetched)).await;
+                        return self.with_down(Some(fetched)).await;
                     }
                     Polled::NotModified => {}
                     Polled::Gone => {
                         self.known = false;
-                        return self.with_down(Vec::new()).await;
+                        return self.with_down(None).await;
                     }
                 }
             }
@@ -234,21 +238,46 @@ impl Follow for Poll {
 
 impl Poll {
     /// Polls answer up instances only (what discovery's clients see); the
-    /// snapshot keeps those set down too, so the whole application is
-    /// fetched again (at most one fetch per change). The fetch is at least
-    /// as new as the poll's answer; the poll's timestamp stays the one to
-    /// poll from, so nothing after it is missed. (An application whose every
-    /// instance is down is answered by `poll` as an empty view, and fetched
-    /// here like any other.)
-    async fn with_down(&self, polled: Vec<Record>) -> Result<Update, Interrupted> {
+    /// snapshot keeps those set down too. So when an instance the last
+    /// update showed is missing from the answer (it left, or was set down)
+    /// or the last update showed one down (it may have come back up), the
+    /// whole application is fetched again; a change among up instances only
+    /// (a join, an update) is taken from the poll's answer as it is. The
+    /// fetch is at least as new as the poll's answer; the poll's timestamp
+    /// stays the one to poll from, so nothing after it is missed. (An
+    /// application whose every instance is down is answered by `poll` as an
+    /// empty view, and fetched here.)
+    async fn with_down(&mut self, polled: Option<Fetched>) -> Result<Update, Interrupted> {
         let revision = u64::try_from(self.latest).unwrap_or_default();
-        let fetched = fetch(&self.shared, &self.service)
-            .await
-            .map_err(Interrupted::Lost)?;
-        if self.shared.nodes.current() != self.node {
-            return Err(Interrupted::Gap("moved to another registry node".into()));
-        }
-        let records = fetched.as_ref().map_or(polled, records);
+        let up: HashSet<&str> = polled
+            .iter()
+            .flat_map(|f| f.instances.values().flatten())
+            .map(|record| record.hostname.as_str())
+            .collect();
+        let fetch_all = self.shown.as_ref().is_none_or(|shown| {
+            shown
+                .iter()
+                .any(|(id, &down)| down || !up.contains(id.as_str()))
+        });
+        let fetched = if fetch_all {
+            let fetched = fetch(&self.shared, &self.service)
+                .await
+                .map_err(Interrupted::Lost)?;
+            if self.shared.nodes.current() != self.node {
+                return Err(Interrupted::Gap("moved to another registry node".into()));
+            }
+            fetched.or(polled)
+        } else {
+            polled
+        };
+        self.shown = Some(
+            fetched
+                .iter()
+                .flat_map(|f| f.instances.values().flatten())
+                .map(|record| (record.hostname.clone(), record.status != STATUS_UP))
+                .collect(),
+        );
+        let records = fetched.as_ref().map_or_else(Vec::new, records);
         Ok(Update::Reset(Listing::new(revision, records)))
     }
 
