@@ -527,7 +527,8 @@ impl Inner {
 
     fn roll_window(&mut self, now: Instant, config: &Config) {
         let guard = &mut self.guard;
-        if now.duration_since(guard.window_start) < config.protect_window {
+        let elapsed = now.duration_since(guard.window_start);
+        if elapsed < config.protect_window {
             return;
         }
         let settled = self
@@ -536,8 +537,11 @@ impl Inner {
             .flat_map(|a| a.entries.values())
             .filter(|e| e.instance.ttl == 0 && e.since <= guard.window_start)
             .count();
-        let per_instance = config.protect_window.as_secs_f64()
-            / config.renew_interval.as_secs_f64().max(f64::EPSILON);
+        // Over the time the window actually lasted: the evict tick that
+        // rolls it may come late, and a window of twice the length holds
+        // twice the renews.
+        let per_instance =
+            elapsed.as_secs_f64() / config.renew_interval.as_secs_f64().max(f64::EPSILON);
         let expected = settled as f64 * per_instance;
         let protecting =
             expected > 0.0 && (guard.renews as f64) < config.protect_threshold * expected;

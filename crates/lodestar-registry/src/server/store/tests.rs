@@ -176,6 +176,36 @@ async fn self_protection_is_entered_and_left() {
     assert_eq!(store.len(), 20);
 }
 
+/// The tick that rolls a window can come late (a busy node, a tick a hair
+/// short of the window): the renews expected are those of the time the
+/// window lasted, not of its configured length.
+#[tokio::test(start_paused = true)]
+async fn a_window_rolled_late_expects_renews_for_its_real_length() {
+    let store = Store::new(config(|c| c.protect_ceiling = Duration::from_secs(3600)));
+    let all = hosts(10);
+    for host in &all {
+        store.register(inst("a", host), false).unwrap();
+    }
+    for _ in 0..8 {
+        second(&store, &all).await;
+    }
+    assert!(!store.protecting());
+    // Half renew, and the window is rolled only after twice its length:
+    // 40 renews over 8 s where 80 were due (the configured 4 s window would
+    // expect 40 and miss it).
+    for _ in 0..8 {
+        advance(Duration::from_secs(1)).await;
+        for host in &all[..5] {
+            let _ = store.renew(&key("a"), host, None);
+        }
+    }
+    store.tick();
+    let p = store.protection();
+    assert!(store.protecting(), "{p:?}");
+    assert_eq!(p.renews_last_window, Some(40));
+    assert_eq!(p.expected_last_window, Some(80.0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_hard_ceiling_evicts_even_under_protection() {
     let store = Store::new(config(|c| c.protect_ceiling = Duration::from_secs(10)));
