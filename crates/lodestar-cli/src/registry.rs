@@ -28,14 +28,57 @@ pub(crate) async fn connect(url: &str, ttl: Option<Duration>) -> anyhow::Result<
              or run `lodestar demo` to see lodestar at work in one process"
         );
     }
+    let url = with_env_token(url);
     let mut connect = Connect::new();
     if let Some(ttl) = ttl {
         connect = connect.ttl(ttl);
     }
     // The error names the addresses already.
-    let registry = connect.connect(url).await?;
+    let registry = connect.connect(&url).await?;
     Ok(Registry {
         registrar: registry.clone(),
         discovery: registry,
     })
+}
+
+/// `url` as messages show it: its token redacted.
+pub(crate) fn shown(url: &str) -> String {
+    lodestar_registry::token::redact_url(url)
+}
+
+/// A `lodestar://` URL without a `token` gets `LODESTAR_TOKEN`'s, if set.
+pub(crate) fn with_env_token(url: &str) -> String {
+    let token = std::env::var("LODESTAR_TOKEN").unwrap_or_default();
+    add_token(url, &token)
+}
+
+fn add_token(url: &str, token: &str) -> String {
+    let has_token = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("token=")));
+    if token.is_empty() || has_token || !url.starts_with("lodestar://") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}token={token}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_token;
+
+    #[test]
+    fn the_env_token_goes_to_lodestar_urls_that_have_none() {
+        assert_eq!(add_token("lodestar://h:1", "T"), "lodestar://h:1?token=T");
+        assert_eq!(
+            add_token("lodestar://h:1?env=p", "T"),
+            "lodestar://h:1?env=p&token=T"
+        );
+        assert_eq!(
+            add_token("lodestar://h:1?token=U", "T"),
+            "lodestar://h:1?token=U"
+        );
+        assert_eq!(add_token("etcd://h:1", "T"), "etcd://h:1");
+        assert_eq!(add_token("lodestar://h:1", ""), "lodestar://h:1");
+    }
 }

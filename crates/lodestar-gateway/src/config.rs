@@ -9,6 +9,10 @@
 //! body_timeout_ms = 10000       # ...and pause at most this between pieces of its body
 //! drain_timeout_ms = 30000      # SIGTERM: in-flight requests get this long
 //!
+//! [trust]
+//! headers = false               # routes trust clients' lodestar-* headers? (default for routes)
+//! sources = ["10.0.0.0/8"]      # clients from these networks are trusted on every route
+//!
 //! [[route]]
 //! prefix = "/api"
 //! service = "echo"
@@ -17,6 +21,7 @@
 //! policy = "p2c"                # any built-in balancing policy
 //! timeout_ms = 15000            # whole request, retries included
 //! version = "v2"                # pin: only instances of this version
+//! trust_headers = true          # keep clients' lodestar-version/-color/-hash-key here
 //!
 //! [route.retry]
 //! attempts = 3                  # tries in all (1: no retry)
@@ -46,6 +51,8 @@ use std::{path::Path, time::Duration};
 use lodestar::balance::BuiltinPolicy;
 use serde::Deserialize;
 
+use crate::trust::TrustConfig;
+
 /// A configuration that cannot be used, with what is wrong in it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -74,6 +81,9 @@ pub struct Config {
     /// Gateway-wide limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Whose `lodestar-*` headers are believed; see [`crate::trust`].
+    #[serde(default)]
+    pub trust: TrustConfig,
     /// The routes; the longest matching prefix wins.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -125,6 +135,11 @@ pub struct RouteConfig {
     /// `lodestar-version` header).
     #[serde(default)]
     pub version: Option<String>,
+    /// Whether clients' `lodestar-*` headers (lane, pinned version, hash
+    /// key) are kept on this route; the gateway-wide `[trust] headers` when
+    /// absent. Untrusted ones are removed before balancing and forwarding.
+    #[serde(default)]
+    pub trust_headers: Option<bool>,
     /// Retries.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -273,6 +288,7 @@ impl RouteConfig {
             policy: default_policy(),
             timeout_ms: default_timeout_ms(),
             version: None,
+            trust_headers: None,
             retry: RetryConfig::default(),
             rate_limit: None,
         }

@@ -6,11 +6,13 @@
 //! goes to the instance the [`Balancer`](lodestar::balance::Balancer)
 //! picks: the same balancer as the tonic channel, with its lanes
 //! (`lodestar-version`, `lodestar-color`, `lodestar-hash-key` headers),
-//! policies and outlier detection.
+//! policies and outlier detection. Clients' lane headers are believed only
+//! on routes that trust them (see [`trust`]).
 //!
 //! The modules, each on those before it:
 //!
 //! ```text
+//! trust      whose lodestar-* headers are believed (routes, networks)
 //! config     routes (flags and TOML), limits, validation
 //! metrics    Prometheus counters and histograms, written by hand
 //! ratelimit  the per-route token bucket
@@ -57,6 +59,7 @@ pub mod reload;
 pub mod retry;
 pub mod router;
 mod server;
+pub mod trust;
 pub mod upstream;
 mod workers;
 
@@ -75,6 +78,7 @@ use crate::{
     config::{Config, Limits},
     metrics::Metrics,
     router::Router,
+    trust::TrustConfig,
     upstream::Upstreams,
 };
 
@@ -103,6 +107,7 @@ struct Shared {
 struct Current {
     router: Router,
     limits: Limits,
+    trust: TrustConfig,
 }
 
 // === impl Gateway ===
@@ -116,6 +121,7 @@ impl Gateway {
             current: RwLock::new(Arc::new(Current {
                 router: Router::default(),
                 limits: Limits::default(),
+                trust: TrustConfig::default(),
             })),
             upstreams: Upstreams::new(discovery, metrics.clone()),
             metrics,
@@ -142,6 +148,7 @@ impl Gateway {
         let current = Arc::new(Current {
             router,
             limits: config.limits,
+            trust: config.trust,
         });
         *shared.current.write().unwrap_or_else(|p| p.into_inner()) = current;
         shared.upstreams.retain(&used);

@@ -21,7 +21,7 @@ use hyper_util::{
 use lodestar::balance::{self, Pick};
 use tokio::time::Instant;
 
-use crate::{Body, Shared, config::Limits, grpc, retry::is_idempotent, router::Route};
+use crate::{Body, Shared, config::Limits, grpc, retry::is_idempotent, router::Route, trust};
 
 pub(crate) use body::{Outgoing, Slot, Tracked};
 
@@ -170,7 +170,7 @@ fn host_of<B>(request: &Request<B>) -> Option<String> {
 /// Serves one client request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
     let start = Instant::now();
@@ -181,7 +181,18 @@ pub(crate) async fn handle(
     let host = host_of(&request);
     let route = current.router.find(host.as_deref(), &path).cloned();
     let outcome = match &route {
-        Some(route) => forward(&shared, &current.limits, route, request, client, grpc, host).await,
+        Some(route) => {
+            if !current
+                .trust
+                .trusts(route.config.trust_headers, client.ip())
+            {
+                let removed = trust::strip_internal(request.headers_mut());
+                if removed > 0 {
+                    tracing::debug!(%client, removed, "untrusted client: lodestar-* headers removed");
+                }
+            }
+            forward(&shared, &current.limits, route, request, client, grpc, host).await
+        }
         None => {
             let body = serde_json::json!({"error": "no route", "path": path});
             Outcome {

@@ -69,7 +69,9 @@ async fn colour_and_version_headers_pick_lanes_in_the_builtin_registry() {
     let _base1 = Echo::start(&reg, "web", "base-v1", "v1", None).await;
     let _base2 = Echo::start(&reg, "web", "base-v2", "v2", None).await;
     let _blue = Echo::start(&reg, "web", "blue-v1", "v1", Some("blue")).await;
-    let gw = Gw::routes(&reg, &["/=web"]).await;
+    // Lane headers are believed on routes that trust them only.
+    let trusted = "[[route]]\nprefix=\"/\"\nservice=\"web\"\ntrust_headers=true\n";
+    let gw = Gw::start(&reg, Config::from_toml(trusted).unwrap()).await;
     wait_for_instances(gw.addr, "/", &[], &["base-v1", "base-v2"]).await;
     wait_for_instances(gw.addr, "/", &[("lodestar-color", "blue")], &["blue-v1"]).await;
     let client = client();
@@ -98,10 +100,8 @@ async fn colour_and_version_headers_pick_lanes_in_the_builtin_registry() {
     assert_eq!(answer.status, 503);
     assert_eq!(answer.json()["error"], "no instance of web with version v9");
     // Maglev on the hash key: one key, one instance.
-    gw.gateway.reload(
-        Config::from_toml("[[route]]\nprefix=\"/\"\nservice=\"web\"\npolicy=\"consistent_hash\"")
-            .unwrap(),
-    );
+    gw.gateway
+        .reload(Config::from_toml(&format!("{trusted}policy=\"consistent_hash\"")).unwrap());
     for key in ["k1", "k2", "k3"] {
         let first = get(&client, gw.addr, "/", &[("lodestar-hash-key", key)])
             .await
@@ -113,6 +113,55 @@ async fn colour_and_version_headers_pick_lanes_in_the_builtin_registry() {
             assert_eq!(id, first, "key {key}");
         }
     }
+}
+
+/// Untrusted clients cannot pick a lane: their `lodestar-*` headers are
+/// removed before balancing and forwarding, unless the route trusts them or
+/// the client's network is trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_clients_lane_headers_are_removed_before_balancing() {
+    let reg = builtin().await;
+    let _base = Echo::start(&reg, "web", "base-v1", "v1", None).await;
+    let _blue = Echo::start(&reg, "web", "blue-v2", "v2", Some("blue")).await;
+    let gw = Gw::routes(&reg, &["/=web"]).await;
+    wait_for_instances(gw.addr, "/", &[], &["base-v1"]).await;
+    let client = client();
+    let steer = [
+        ("lodestar-color", "blue"),
+        ("lodestar-version", "v2"),
+        ("lodestar-hash-key", "k"),
+        ("lodestar-anything", "x"),
+    ];
+    for _ in 0..20 {
+        let answer = get(&client, gw.addr, "/", &steer).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.instance(),
+            "base-v1",
+            "no lane for an untrusted client"
+        );
+        let headers = &answer.json()["headers"];
+        for (name, _) in steer {
+            assert!(headers.get(name).is_none(), "{name} forwarded: {headers}");
+        }
+    }
+    // A trusted network (loopback here) keeps them, whatever the route says.
+    gw.gateway.reload(
+        Config::from_toml("[trust]\nsources = [\"127.0.0.0/8\", \"::1\"]\n[[route]]\nprefix=\"/\"\nservice=\"web\"\n").unwrap(),
+    );
+    wait_for_instances(gw.addr, "/", &[("lodestar-color", "blue")], &["blue-v2"]).await;
+    let answer = get(&client, gw.addr, "/", &steer).await;
+    assert_eq!(answer.instance(), "blue-v2");
+    assert_eq!(answer.json()["headers"]["lodestar-color"], "blue");
+    // Another network is not trusted.
+    gw.gateway.reload(
+        Config::from_toml(
+            "[trust]\nsources = [\"10.0.0.0/8\"]\n[[route]]\nprefix=\"/\"\nservice=\"web\"\n",
+        )
+        .unwrap(),
+    );
+    let answer = get(&client, gw.addr, "/", &steer).await;
+    assert_eq!(answer.instance(), "base-v1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +388,8 @@ async fn grpc_calls_pass_through_with_statuses_and_trailers() {
     let _a = Echo::start(&reg, "echo", "a", "v1", None).await;
     let _b = Echo::start(&reg, "echo", "b", "v1", Some("blue")).await;
     let config = Config::from_toml(
-        "[[route]]\nprefix = \"/lodestar.echo.v1.Echo\"\nservice = \"echo\"\n\
+        "[trust]\nheaders = true\n\
+         [[route]]\nprefix = \"/lodestar.echo.v1.Echo\"\nservice = \"echo\"\n\
          [[route]]\nprefix = \"/grpc.health.v1.Health\"\nservice = \"echo\"\n\
          [[route]]\nprefix = \"/ghost.v1.Ghost\"\nservice = \"ghost\"\n",
     )

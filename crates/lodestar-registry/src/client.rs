@@ -44,6 +44,7 @@
 //! | `renew` | renew interval without a TTL | `30s` |
 //! | `connect_timeout` | time to reach a node at start | `3s` |
 //! | `timeout` | time for one request (polls get the hold on top) | `5s` |
+//! | `token` | the nodes' shared [`Token`](crate::Token), sent with every request (`Authorization: Bearer`); never printed | none |
 //!
 //! Durations take `ms` or `s` suffixes (a bare number is seconds).
 //!
@@ -122,7 +123,7 @@ impl LodestarRegistry {
     /// Connects and checks that a node answers within the connect timeout;
     /// otherwise an [`Error::Unreachable`] naming the nodes.
     pub async fn connect(config: ClientConfig) -> Result<Self, Error> {
-        let nodes = Nodes::new(config.nodes.clone());
+        let nodes = Nodes::new(config.nodes.clone(), config.token.clone());
         let timeout = config.connect_timeout;
         nodes
             .get("/discovery/nodes", timeout)
@@ -297,11 +298,11 @@ impl Shared {
 // === impl Nodes ===
 
 impl Nodes {
-    fn new(addrs: Vec<String>) -> Self {
+    fn new(addrs: Vec<String>, token: Option<crate::Token>) -> Self {
         Self {
             addrs,
             current: AtomicUsize::new(0),
-            http: HttpClient::new(),
+            http: HttpClient::new(token),
         }
     }
 

@@ -11,15 +11,17 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use crate::wire::Reply;
+use crate::{Token, wire::Reply};
 
 /// Largest answer read (a `fetch/all` of a big registry).
 const MAX_ANSWER: usize = 256 * 1024 * 1024;
 
-/// A pooled HTTP/1 client; cheap to clone.
+/// A pooled HTTP/1 client; cheap to clone. With a token, every request
+/// carries it as `Authorization: Bearer`.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
+    token: Option<Token>,
 }
 
 /// Why an exchange failed.
@@ -47,14 +49,14 @@ pub(crate) enum CallError {
 // === impl HttpClient ===
 
 impl HttpClient {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(token: Option<Token>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { inner }
+        Self { inner, token }
     }
 
     /// `GET http://{addr}{path_and_query}`.
@@ -64,7 +66,7 @@ impl HttpClient {
         path_and_query: &str,
         timeout: Duration,
     ) -> Result<Reply, CallError> {
-        let request = build(Method::GET, addr, path_and_query, String::new())?;
+        let request = self.build(Method::GET, addr, path_and_query, String::new())?;
         self.send(request, timeout).await
     }
 
@@ -76,8 +78,27 @@ impl HttpClient {
         form: String,
         timeout: Duration,
     ) -> Result<Reply, CallError> {
-        let request = build(Method::POST, addr, path, form)?;
+        let request = self.build(Method::POST, addr, path, form)?;
         self.send(request, timeout).await
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        addr: &str,
+        path: &str,
+        body: String,
+    ) -> Result<Request<Full<Bytes>>, CallError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Transport(format!("bad address {addr:?}: {e}")))
     }
 
     async fn send(
@@ -109,20 +130,6 @@ impl HttpClient {
             Err(e) => Err(CallError::Malformed(e.to_string())),
         }
     }
-}
-
-fn build(
-    method: Method,
-    addr: &str,
-    path: &str,
-    body: String,
-) -> Result<Request<Full<Bytes>>, CallError> {
-    Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| CallError::Transport(format!("bad address {addr:?}: {e}")))
 }
 
 fn status_error(status: StatusCode, message: String) -> CallError {

@@ -8,6 +8,7 @@
 //! - [`LodestarRegistry`]: lodestar's [`Registrar`] and [`Discovery`] over
 //!   that API, reached as `lodestar://host:7171[,host:7171...][?env=prod]`.
 //! - [`wire`] and [`form`]: the API's JSON and form encodings.
+//! - [`Token`]: the optional shared secret a node can require.
 //!
 //! # Examples
 //!
@@ -55,6 +56,8 @@ pub mod client;
 pub mod form;
 mod http;
 pub mod server;
+pub mod token;
 pub mod wire;
 
 pub use client::{ClientConfig, DEFAULT_PORT, LodestarRegistry};
+pub use token::Token;

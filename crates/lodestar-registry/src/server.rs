@@ -17,7 +17,11 @@
 //! clients reuse a pooled connection every renew interval (30 s), and a
 //! server that closes idle connections near that age races them, and Go
 //! does not retry a POST it has written. Accepted connections get TCP
-//! keep-alives, so those of vanished clients still go.
+//! keep-alives, so those of vanished clients still go. What is timed is a
+//! request in progress: its head must arrive within
+//! [`Config::header_timeout`] of its first byte and its body within
+//! [`Config::body_timeout`], so slow (slowloris) clients are cut off while
+//! others are served.
 //!
 //! # Examples
 //!
@@ -42,6 +46,7 @@ mod api;
 mod config;
 mod own;
 mod peers;
+mod slow;
 mod store;
 
 use std::{
@@ -225,7 +230,7 @@ async fn accept(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => connections.serve(stream, &router),
+                Ok((stream, _)) => connections.serve(stream, &router, node.config.header_timeout),
                 Err(e) => {
                     // Out of file descriptors, mostly: pause rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -241,12 +246,14 @@ async fn accept(
 // === impl Connections ===
 
 impl Connections {
-    fn serve(&mut self, stream: TcpStream, router: &axum::Router) {
+    fn serve(&mut self, stream: TcpStream, router: &axum::Router, header_timeout: Duration) {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         // hyper's header read timeout also runs while a keep-alive
         // connection waits for its next request, closing idle connections
-        // at that age: none, as in discovery (see the module docs).
+        // at that age: not used (see the module docs); `HeadDeadline` times
+        // heads from their first byte instead.
+        let stream = slow::HeadDeadline::new(stream, header_timeout);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(None)

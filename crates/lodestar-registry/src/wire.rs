@@ -63,6 +63,9 @@ pub enum Code {
     NotModified,
     /// A parameter is missing or malformed (`-400`).
     BadRequest,
+    /// The node's token is missing or wrong (`-401`, kratos's
+    /// `ecode.Unauthorized`; also HTTP 401).
+    Unauthorized,
     /// No such instance or application (`-404`); a renew answered so means
     /// "register again".
     NotFound,
@@ -167,6 +170,7 @@ impl Code {
             Code::Ok => 0,
             Code::NotModified => -304,
             Code::BadRequest => -400,
+            Code::Unauthorized => -401,
             Code::NotFound => -404,
             Code::Conflict => -409,
             Code::Internal => -500,
@@ -180,6 +184,7 @@ impl Code {
             Code::Ok,
             Code::NotModified,
             Code::BadRequest,
+            Code::Unauthorized,
             Code::NotFound,
             Code::Conflict,
             Code::Internal,

@@ -43,9 +43,10 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         };
         config = config.with_writes(token);
     }
-    let registry = lodestar_connect::connect(url)
+    let shown = crate::registry::shown(url);
+    let registry = lodestar_connect::connect(&crate::registry::with_env_token(url))
         .await
-        .with_context(|| format!("connecting to the registry at {url}"))?;
+        .with_context(|| format!("connecting to the registry at {shown}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -56,7 +57,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         "read-only"
     };
     outln!("dashboard: http://{addr}/ ({writes})");
-    tracing::info!(%addr, registry = %url, allow_writes = args.allow_writes, "dashboard serving");
+    tracing::info!(%addr, registry = %shown, allow_writes = args.allow_writes, "dashboard serving");
     let dashboard = Dashboard::new(registry, config);
     if let Err(e) = dashboard.serve(listener, shutdown.into_future()).await {
         errln!("lodestar: error: serving the dashboard: {e}");

@@ -191,7 +191,10 @@ async fn connect(url: &str) -> anyhow::Result<Registry> {
         );
         (format!("lodestar://{addr}"), Some(task))
     } else {
-        outln!("lodestar demo: on the registry at {url}");
+        outln!(
+            "lodestar demo: on the registry at {shown}",
+            shown = crate::registry::shown(url)
+        );
         (url.to_string(), None)
     };
     let connected = registry::connect(&url, Some(Duration::from_secs(3))).await?;

@@ -93,7 +93,10 @@ pub(crate) async fn ls(url: &str, args: LsArgs) -> anyhow::Result<ExitCode> {
             outln!("{line}");
         }
     } else if summaries.is_empty() {
-        errln!("lodestar: no services in {url}");
+        errln!(
+            "lodestar: no services in {shown}",
+            shown = crate::registry::shown(url)
+        );
     } else {
         let mut table = Table::new(["SERVICE", "INSTANCES", "DOWN", "VERSIONS", "LANES"]);
         for s in &summaries {
@@ -167,7 +170,11 @@ pub(crate) async fn get(url: &str, args: GetArgs) -> anyhow::Result<ExitCode> {
             outln!("{line}");
         }
     } else if instances.is_empty() {
-        errln!("lodestar: no instance of {} in {url}", args.service);
+        errln!(
+            "lodestar: no instance of {} in {}",
+            args.service,
+            crate::registry::shown(url)
+        );
     } else {
         let wide = format == Format::Wide;
         let mut header = output::instance_header(wide);
@@ -212,7 +219,10 @@ pub(crate) async fn deregister(url: &str, args: DeregisterArgs) -> anyhow::Resul
         errln!("lodestar: deregistered {name}");
         Ok(ExitCode::SUCCESS)
     } else {
-        errln!("lodestar: error: no instance {name} in {url}");
+        errln!(
+            "lodestar: error: no instance {name} in {shown}",
+            shown = crate::registry::shown(url)
+        );
         Ok(ExitCode::FAILURE)
     }
 }
@@ -231,7 +241,11 @@ pub(crate) async fn subscribers(url: &str, args: SubscribersArgs) -> anyhow::Res
             outln!("{}", subscriber.to_json());
         }
     } else if subscribers.is_empty() {
-        errln!("lodestar: no subscriber of {} in {url}", args.service);
+        errln!(
+            "lodestar: no subscriber of {} in {}",
+            args.service,
+            crate::registry::shown(url)
+        );
     } else {
         let mut table = Table::new(["CLIENT ID", "HOST", "PID", "SINCE", "AGE"]);
         let now = output::unix_now();

@@ -81,7 +81,10 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         .register(instance)
         .await
         .with_context(|| format!("registering {name}"))?;
-    errln!("lodestar: registered {name} in {url}; SIGTERM or Ctrl-C deregisters it");
+    errln!(
+        "lodestar: registered {name} in {shown}; SIGTERM or Ctrl-C deregisters it",
+        shown = crate::registry::shown(url)
+    );
     let (service, id) = (
         registration.instance().service.clone(),
         registration.instance().id.clone(),

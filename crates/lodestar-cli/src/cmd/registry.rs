@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use lodestar_registry::server::{Config, Server};
+use lodestar_registry::{
+    Token,
+    server::{Config, Server},
+};
 
 use crate::cmd::Shutdown;
 use crate::output::errln;
@@ -53,6 +56,22 @@ pub(crate) struct Args {
     /// Most instances of one application in one environment.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     max_instances_per_app: usize,
+    /// A shared secret every write needs (clients: lodestar://host:7171?token=T); peers must have the same. Never printed.
+    #[arg(long, env = "LODESTAR_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_token)]
+    token: Option<Token>,
+    /// Reads need the --token too (default: anyone may read).
+    #[arg(long, requires = "token")]
+    token_reads: bool,
+    /// A client must send a request's head within this many seconds of its first byte (idle connections are not timed).
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
+    header_timeout: Duration,
+    /// A client must send a request's body within this many seconds.
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
+    body_timeout: Duration,
+}
+
+fn parse_token(s: &str) -> Result<Token, String> {
+    Token::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -104,6 +123,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.poll_hold = args.poll_hold;
     config.max_polls = args.max_polls;
     config.max_instances_per_app = args.max_instances_per_app;
+    config.header_timeout = args.header_timeout;
+    config.body_timeout = args.body_timeout;
+    let guarded = match (&args.token, args.token_reads) {
+        (None, _) => "no token",
+        (Some(_), false) => "token required for writes",
+        (Some(_), true) => "token required for reads and writes",
+    };
+    config.token = args.token;
+    config.token_reads = args.token_reads;
     let peers = config.peers.len() + config.cross_zone_peers.len();
     let (zone, env) = (config.zone.clone(), config.env.clone());
     let server = Server::bind(config)
@@ -111,7 +139,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = server.local_addr()?;
     errln!(
-        "lodestar: registry listening on {addr} ({peers} peer(s)); clients use --registry lodestar://{addr}"
+        "lodestar: registry listening on {addr} ({peers} peer(s), {guarded}); clients use --registry lodestar://{addr}"
     );
     match server.advertised()? {
         Some(advertised) => errln!(

@@ -70,11 +70,17 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
         (true, None) => errln!("lodestar: cleared the overrides of {name}"),
         (true, Some(change)) => errln!("lodestar: set {name}: {}", describe(&change)),
         (false, None) => {
-            errln!("lodestar: error: {name} has no override in {url}");
+            errln!(
+                "lodestar: error: {name} has no override in {shown}",
+                shown = crate::registry::shown(url)
+            );
             return Ok(ExitCode::FAILURE);
         }
         (false, Some(_)) => {
-            errln!("lodestar: error: no instance {name} in {url}; nothing was written");
+            errln!(
+                "lodestar: error: no instance {name} in {shown}; nothing was written",
+                shown = crate::registry::shown(url)
+            );
             return Ok(ExitCode::FAILURE);
         }
     }

@@ -23,6 +23,8 @@ use std::{str::FromStr, time::Duration};
 
 use lodestar::Error;
 
+use crate::Token;
+
 /// The port `lodestar registry` listens on by default.
 pub const DEFAULT_PORT: u16 = 7171;
 
@@ -44,6 +46,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long one request may take; polls get the server's hold on top.
     pub request_timeout: Duration,
+    /// The nodes' shared secret, sent with every request; `Debug` shows it
+    /// redacted.
+    pub token: Option<Token>,
 }
 
 // === impl ClientConfig ===
@@ -63,6 +68,7 @@ impl ClientConfig {
             renew_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
+            token: None,
         }
     }
 
@@ -94,9 +100,13 @@ impl ClientConfig {
             "renew" => self.renew_interval = lodestar::url::duration(key, value)?,
             "connect_timeout" => self.connect_timeout = lodestar::url::duration(key, value)?,
             "timeout" => self.request_timeout = lodestar::url::duration(key, value)?,
+            "token" => {
+                let token = Token::new(value).map_err(|e| config(format!("token: {e}")))?;
+                self.token = Some(token);
+            }
             _ => {
                 return Err(config(format!(
-                    "unknown option {key:?} (known: env, zone, ttl, renew, connect_timeout, timeout)"
+                    "unknown option {key:?} (known: env, zone, ttl, renew, connect_timeout, timeout, token)"
                 )));
             }
         }
@@ -125,7 +135,8 @@ impl FromStr for ClientConfig {
     fn from_str(url: &str) -> Result<Self, Error> {
         let rest = url.strip_prefix("lodestar://").ok_or_else(|| {
             config(format!(
-                "{url:?} is not a lodestar URL (lodestar://host:7171[,host:7171])"
+                "{:?} is not a lodestar URL (lodestar://host:7171[,host:7171])",
+                crate::token::redact_url(url)
             ))
         })?;
         let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -158,6 +169,20 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_kept_and_never_printed() {
+        let c: ClientConfig = "lodestar://a:1?token=s3cret&env=prod".parse().unwrap();
+        assert!(c.token.as_ref().unwrap().matches("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        for bad in [
+            "etcd://h:1?token=s3cret",
+            "lodestar://h:1?token=s3cret&colour=red",
+        ] {
+            let err = bad.parse::<ClientConfig>().unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_urls_with_a_reason() {
         for bad in [
             "etcd://h:1",
@@ -169,6 +194,8 @@ mod tests {
             "lodestar://h:1?ttl=500ms",
             "lodestar://h:1?env=",
             "lodestar://h:1?colour=red",
+            "lodestar://h:1?token=",
+            "lodestar://h:1?token=a b",
         ] {
             let err = bad.parse::<ClientConfig>().unwrap_err();
             assert!(matches!(err, Error::Config(_)), "{bad}: {err}");

@@ -16,6 +16,11 @@
 //! hostname. Deliberate leniencies: `zone` is not required by `renew`,
 //! `cancel` and `set`, nor `hostname` by `poll`/`polls` (older lodestar
 //! clients send neither).
+//!
+//! With a [`Token`](crate::Token) configured, every write (replicated ones
+//! included) and, with `token_reads`, every read needs it; without it the
+//! answer is HTTP 401 with discovery's envelope and code `-401`, and
+//! nothing changes.
 
 use std::{collections::BTreeMap, pin::Pin, sync::Arc, task::Poll};
 
@@ -44,6 +49,14 @@ use crate::{
 
 /// A handler's answer: both arms are complete responses.
 type Answer = Result<Response, Rejection>;
+
+/// What a request does, for the token check: writes always need the
+/// node's token, reads only with [`Config::token_reads`](super::Config::token_reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
 
 /// Longest name accepted (appid, hostname, env, zone...).
 const MAX_NAME: usize = 253;
@@ -83,7 +96,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
 }
 
 async fn register(State(node): State<Arc<Node>>, request: Request) -> Answer {
-    let params = params(&node, request).await?;
+    let params = params(&node, request, Access::Write).await?;
     let instance = parse_register(&params)?;
     let replication = is_replication(&params);
     match node.store.register(instance, replication) {
@@ -106,7 +119,7 @@ fn replicated_dirty(params: &Params, replication: bool) -> Result<Option<i64>, R
 }
 
 async fn renew(State(node): State<Arc<Node>>, request: Request) -> Answer {
-    let params = params(&node, request).await?;
+    let params = params(&node, request, Access::Write).await?;
     let (key, hostname) = instance_key(&params)?;
     let replication = is_replication(&params);
     let dirty = replicated_dirty(&params, replication)?;
@@ -127,7 +140,7 @@ async fn renew(State(node): State<Arc<Node>>, request: Request) -> Answer {
 }
 
 async fn cancel(State(node): State<Arc<Node>>, request: Request) -> Answer {
-    let params = params(&node, request).await?;
+    let params = params(&node, request, Access::Write).await?;
     let (key, hostname) = instance_key(&params)?;
     let replication = is_replication(&params);
     let dirty = replicated_dirty(&params, replication)?;
@@ -148,7 +161,7 @@ async fn cancel(State(node): State<Arc<Node>>, request: Request) -> Answer {
 /// per hostname, in order, and metadata is merged into what the instance
 /// has; `color` (a lodestar extension) goes to every hostname.
 async fn set(State(node): State<Arc<Node>>, request: Request) -> Answer {
-    let params = params(&node, request).await?;
+    let params = params(&node, request, Access::Write).await?;
     let key = app_key(&params)?;
     let hostnames = params
         .all("hostname")
@@ -365,7 +378,8 @@ async fn any_changed(mut waits: Vec<watch::Receiver<i64>>) {
     .await;
 }
 
-async fn nodes(State(node): State<Arc<Node>>) -> Answer {
+async fn nodes(State(node): State<Arc<Node>>, request: Request) -> Answer {
+    params(&node, request, Access::Read).await?;
     // Where clients reach it, not what it listens on (maybe 0.0.0.0).
     let addr = node
         .config
@@ -393,7 +407,10 @@ async fn nodes(State(node): State<Arc<Node>>) -> Answer {
 /// dashboard): itself, its peers' replication state and self-protection's
 /// counters. Plain JSON, not discovery's envelope: no discovery client
 /// reads it.
-async fn status(State(node): State<Arc<Node>>) -> Response {
+async fn status(State(node): State<Arc<Node>>, request: Request) -> Response {
+    if let Err(refused) = params(&node, request, Access::Read).await {
+        return refused.into_response();
+    }
     let addr = node
         .config
         .advertise
@@ -414,23 +431,65 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
 
 /// The parameters of a read; `-503` while the node warms up.
 async fn read_params(node: &Node, request: Request) -> Result<Params, Rejection> {
+    let params = params(node, request, Access::Read).await?;
     if !node.is_ready() {
         return Err(Rejection::new(
             Code::Unavailable,
             "warming up: pulling the registry from peers",
         ));
     }
-    params(node, request).await
+    Ok(params)
 }
 
-/// Query string and form body, the body bounded by `max_body`.
-async fn params(node: &Node, request: Request) -> Result<Params, Rejection> {
+/// Query string and form body, the body bounded by `max_body` and
+/// `body_timeout`; `-401` without the token this access needs.
+async fn params(node: &Node, request: Request, access: Access) -> Result<Params, Rejection> {
     let (parts, body) = request.into_parts();
     let mut params = Params::parse(parts.uri.query().unwrap_or_default());
-    let body = read_body(body, node.config.max_body).await?;
+    let limit = node.config.body_timeout;
+    let body = tokio::time::timeout(limit, read_body(body, node.config.max_body))
+        .await
+        .map_err(|_| bad(&format!("the body took longer than {limit:?} to arrive")))??;
     let text = std::str::from_utf8(&body).map_err(|_| bad("the body is not UTF-8"))?;
     params.extend(text);
+    authorize(node, access, &parts.headers, &params)?;
     Ok(params)
+}
+
+/// Checks the token, if the node has one and `access` needs it: from
+/// `Authorization: Bearer`, else a `token` parameter (for clients that
+/// cannot set headers). The token itself is never logged.
+fn authorize(
+    node: &Node,
+    access: Access,
+    headers: &http::HeaderMap,
+    params: &Params,
+) -> Result<(), Rejection> {
+    let Some(token) = &node.config.token else {
+        return Ok(());
+    };
+    if access == Access::Read && !node.config.token_reads {
+        return Ok(());
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match bearer.or_else(|| params.get("token")) {
+        Some(given) if token.matches(given) => Ok(()),
+        Some(_) => {
+            tracing::debug!(?access, "refused: wrong token");
+            Err(Rejection::new(Code::Unauthorized, "wrong token"))
+        }
+        None => {
+            tracing::debug!(?access, "refused: no token");
+            Err(Rejection::new(
+                Code::Unauthorized,
+                "this registry needs a token (Authorization: Bearer, or lodestar://...?token=)",
+            ))
+        }
+    }
 }
 
 async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, Rejection> {
@@ -654,9 +713,17 @@ fn answer<T: Serialize>(code: Code, message: &str, data: &T) -> Response {
     };
     let status = match code {
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthorized => StatusCode::UNAUTHORIZED,
         _ => StatusCode::OK,
     };
-    respond(status, &envelope)
+    let mut response = respond(status, &envelope);
+    if code == Code::Unauthorized {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
 }
 
 /// A JSON response.

@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use crate::Token;
+
 /// Settings of one registry node. [`Config::new`] gives discovery's
 /// defaults; tests shorten the timers.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +59,17 @@ pub struct Config {
     /// Writes waiting for one peer; more are dropped, and repaired by the
     /// next renew (100,000).
     pub max_pending_replication: usize,
+    /// A client must send its request head within this once it has sent
+    /// its first byte (10 s); slow clients are cut off. Idle keep-alive
+    /// connections are not timed (see the [module docs](super)).
+    pub header_timeout: Duration,
+    /// A client may take at most this long to send its request body (10 s).
+    pub body_timeout: Duration,
+    /// The shared secret writes need, replication included (none). See
+    /// [`Token`].
+    pub token: Option<Token>,
+    /// Whether reads need the token too (false: anyone may read).
+    pub token_reads: bool,
 }
 
 // === impl Config ===
@@ -83,6 +96,10 @@ impl Config {
             max_instances_per_app: 10_000,
             max_body: 64 * 1024,
             max_pending_replication: 100_000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            token: None,
+            token_reads: false,
         }
     }
 

@@ -178,7 +178,8 @@ impl std::fmt::Debug for Links {
 
 /// Starts the replication tasks and the warm-up.
 pub(crate) fn spawn(node: &Arc<Node>, links: Links, tasks: &mut JoinSet<()>) {
-    let http = HttpClient::new();
+    // Peers are authenticated as clients are: with the node's token.
+    let http = HttpClient::new(node.config.token.clone());
     for (addr, up, rx) in links.0 {
         let link = Sender {
             addr,
