@@ -583,6 +583,46 @@ async fn malformed_oversize_and_slow_requests_get_4xx_and_others_are_served() {
     assert_eq!(load.await.unwrap(), 0, "well-behaved requests failed");
 }
 
+/// 200 connections trickle a head a byte every 200 ms: each is cut off at
+/// the header timeout (1 s here), and normal requests through the gateway
+/// are answered throughout. Prints the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_cut_off_while_others_are_served() {
+    let reg = builtin().await;
+    let _a = Echo::start(&reg, "web", "a", "v1", None).await;
+    let config = Config::from_toml(
+        "[limits]\nheader_timeout_ms = 1000\n[[route]]\nprefix = \"/\"\nservice = \"web\"\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&reg, config).await;
+    wait_for_instances(gw.addr, "/", &[], &["a"]).await;
+    let report = lodestar_test_support::slowloris::attack(
+        &gw.addr.to_string(),
+        200,
+        Duration::from_millis(200),
+        "/",
+        Duration::from_secs(10),
+    )
+    .await;
+    println!(
+        "gateway under slowloris (header timeout 1 s): {}",
+        report.summary()
+    );
+    let longest = report.longest_held().expect("every slow connection closed");
+    assert!(longest < Duration::from_secs(3), "{}", report.summary());
+    assert!(
+        report
+            .held
+            .iter()
+            .flatten()
+            .all(|h| *h >= Duration::from_millis(900)),
+        "none cut before the timeout: {:?}",
+        report.held
+    );
+    assert_eq!(report.failed, 0, "{}", report.summary());
+    assert!(report.normal.len() >= 10, "{}", report.summary());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_reach_http1_backends_and_host_routes_apply() {
     use http_body_util::{BodyExt, Full};

@@ -56,6 +56,7 @@ pub mod http;
 mod node;
 mod port;
 mod proxy;
+pub mod slowloris;
 
 pub use self::binary::etcd_binary;
 pub use self::cluster::EtcdCluster;
