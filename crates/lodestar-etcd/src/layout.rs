@@ -210,6 +210,9 @@ fn invalid(reason: String) -> Error {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
