@@ -153,3 +153,60 @@ async fn a_watch_follows_an_application_with_every_instance_down() {
     })
     .await;
 }
+
+/// Records written by other discovery clients that lodestar cannot use (no
+/// address it can dial), or with odd but harmless content (huge values,
+/// non-string metadata, unknown keys), never stop a watch: the unusable
+/// ones are skipped and counted, the rest are served, and the watch goes
+/// on seeing changes.
+#[tokio::test]
+async fn records_other_tools_wrote_are_skipped_and_counted_never_fatal() {
+    let node = start(|_| {}).await;
+    // Only an address lodestar cannot dial.
+    let form = lodestar_registry::form::Form::new()
+        .pair("zone", "z1")
+        .pair("env", "dev")
+        .pair("appid", "echo")
+        .pair("hostname", "no-address")
+        .pair("addrs", "x://no-port")
+        .pair("status", "1")
+        .finish();
+    let (_, reply) = node.post("/discovery/register", &form).await;
+    assert_eq!(reply["code"], 0, "{reply}");
+    let huge = "v".repeat(60_000);
+    let odd = format!(r#"{{"weight":20,"nested":{{"a":[1,2]}},"big":"{huge}","":"empty key"}}"#);
+    let reply = node.register("echo", "odd", &[("metadata", &odd)]).await;
+    assert_eq!(reply["code"], 0, "{reply}");
+    let reply = node.register("echo", "good", &[]).await;
+    assert_eq!(reply["code"], 0, "{reply}");
+
+    let registry = connect(&node.url()).await;
+    let mut watch = registry.watch("echo").await.unwrap();
+    let snapshot = watch.next().await.unwrap();
+    let mut ids: Vec<&str> = snapshot.instances().iter().map(|i| i.id.as_str()).collect();
+    ids.sort();
+    // The record with an empty metadata key fails validation: skipped too.
+    assert!(ids.contains(&"good"), "{ids:?}");
+    assert!(!ids.contains(&"no-address"), "{ids:?}");
+    assert_eq!(
+        snapshot.skipped() + ids.len(),
+        3,
+        "{ids:?}, skipped {}",
+        snapshot.skipped()
+    );
+    assert!(snapshot.skipped() >= 1);
+
+    // Still watching.
+    let _later = registry.register(echo("later")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let next = tokio::time::timeout_at(deadline, watch.next()).await;
+        let snapshot = next
+            .expect("a change within PATIENCE")
+            .expect("the watch goes on");
+        if snapshot.instance("later").is_some() {
+            assert!(snapshot.skipped() >= 1);
+            break;
+        }
+    }
+}
