@@ -3,7 +3,7 @@
 //! Run it through the cargo alias defined in `.cargo/config.toml`:
 //!
 //! ```text
-//! cargo xtask test [ARGS...]    # install tools if needed, fmt, clippy, test
+//! cargo xtask test [ARGS...]    # install tools if needed, licenses and bans, fmt, clippy, test
 //! cargo xtask demo [ARGS...]    # run `lodestar demo`
 //! cargo xtask bench [--quick]   # every figure beside its peer -> docs/BENCHMARKS.md
 //! cargo xtask setup             # only make sure protoc and etcd are present
@@ -20,6 +20,7 @@
 mod bench;
 mod cargo;
 mod cli;
+mod deny;
 mod tools;
 
 use std::ffi::OsString;
@@ -108,6 +109,8 @@ fn run(command: Command) -> Outcome {
             Ok(())
         }
         Command::Test(extra) => {
+            cargo::header("licenses and bans (cargo metadata against xtask/src/deny.rs)");
+            deny::check()?;
             cargo::header("ensure tools (protoc, etcd, chromium, node, playwright-core, grpcio)");
             let mut found = tools::ensure(ToolSet::All)?;
             found

@@ -160,9 +160,9 @@ mod tests {
         // Idle: nothing for a minute, then a whole head.
         tokio::time::sleep(Duration::from_secs(60)).await;
         client.write_all(b"GET / HTTP/1.1\r\n\r").await.unwrap();
-        server.read(&mut buf).await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 17);
         client.write_all(b"\n").await.unwrap();
-        server.read(&mut buf).await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 1);
         // The head has ended: a long poll held a minute is not cut off.
         let read = tokio::time::timeout(Duration::from_secs(60), server.read(&mut buf)).await;
         assert!(read.is_err(), "still waiting, not failed: {read:?}");
