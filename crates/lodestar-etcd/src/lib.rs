@@ -135,7 +135,7 @@ impl EtcdRegistry {
         };
         let client = match timeout(config.connect_timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(unreachable(e)),
+            Ok(Err(e)) => return Err(unreachable(tls_hint(&config, e))),
             Err(_) => {
                 return Err(unreachable(
                     format!("no answer within {:?}", config.connect_timeout).into(),
@@ -550,6 +550,42 @@ pub(crate) fn concise(e: etcd_client::Error) -> lodestar::BoxError {
         code: status.code(),
         text,
     })
+}
+
+/// A transport failure over TLS gets a hint: with TLS 1.3 a server that
+/// refuses the client's certificate (or its absence) just closes the
+/// connection, and the client sees only "connection closed".
+fn tls_hint(config: &EtcdConfig, e: lodestar::BoxError) -> lodestar::BoxError {
+    let transport = match e.downcast_ref::<Status>() {
+        Some(status) => matches!(
+            status.code,
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+        ),
+        None => true,
+    };
+    let Some(tls) = config.tls.as_ref().filter(|_| transport) else {
+        return e;
+    };
+    let hint = match tls.identity {
+        Some(_) => {
+            "TLS failed: check that etcd's certificate is signed by the `ca` given, and that \
+             etcd trusts the CA of the client certificate (`cert`, `key`)"
+        }
+        None => {
+            "TLS failed: check that etcd's certificate is signed by the `ca` given; if etcd \
+             requires client certificates (--client-cert-auth), give one with `cert` and `key`"
+        }
+    };
+    Box::new(Hinted { hint, source: e })
+}
+
+/// An error with a hint of what to check.
+#[derive(Debug, thiserror::Error)]
+#[error("{hint}")]
+struct Hinted {
+    hint: &'static str,
+    #[source]
+    source: lodestar::BoxError,
 }
 
 /// An error etcd answered as a gRPC status: its code, for telling errors

@@ -349,6 +349,22 @@ async fn user_and_password_are_passed_through() {
         .unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    // The cause is named: etcd's own words.
+    let text = lodestar::ErrorChain(&err).to_string();
+    assert!(text.contains("authentication failed"), "{text}");
+    // No credentials at all against an etcd with auth on: registering is
+    // refused with etcd's reason, and nothing is written.
+    let anonymous = connect(&etcd.url()).await;
+    let err = anonymous
+        .register(instance("echo", "b", 1))
+        .await
+        .unwrap_err();
+    let text = lodestar::ErrorChain(&err).to_string();
+    assert!(
+        text.contains("user name is empty") || text.contains("permission denied"),
+        "{text}"
+    );
+    assert_eq!(registry.get("echo").await.unwrap().len(), 1);
 }
 
 #[tokio::test]

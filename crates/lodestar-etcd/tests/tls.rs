@@ -1,5 +1,6 @@
 //! TLS to etcd: a real etcd serving its client port over TLS with a
-//! certificate signed by a CA made for the test (openssl CLI).
+//! certificate signed by a CA made for the test (openssl CLI), and one
+//! that also requires client certificates (mutual TLS).
 
 use std::{
     path::{Path, PathBuf},
@@ -100,7 +101,81 @@ fn certificates(dir: &Path) {
     );
 }
 
+/// A client certificate named `name` signed by the CA `ca` (`ca.pem` and
+/// `ca.key` in `dir`, or another pair).
+fn client_certificate(dir: &Path, ca: &str, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            "client.cnf",
+        ],
+    );
+}
+
+/// A second CA, nobody's: its certificates are not trusted by etcd.
+fn rogue_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rogue-ca.key",
+            "-out",
+            "rogue-ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=rogue CA",
+        ],
+    );
+}
+
 fn start() -> TlsEtcd {
+    start_with(&[])
+}
+
+/// A TLS etcd that also requires a client certificate signed by its CA;
+/// `client` (trusted) and `rogue` (signed by another CA) are made in its
+/// directory.
+fn start_mutual() -> TlsEtcd {
+    start_with(&["--client-cert-auth", "--trusted-ca-file", "ca.pem"])
+}
+
+fn start_with(extra: &[&str]) -> TlsEtcd {
     let dir = std::env::temp_dir().join(format!(
         "lodestar-tls-{}-{}",
         std::process::id(),
@@ -108,6 +183,11 @@ fn start() -> TlsEtcd {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     certificates(&dir);
+    if !extra.is_empty() {
+        client_certificate(&dir, "ca", "client");
+        rogue_ca(&dir);
+        client_certificate(&dir, "rogue-ca", "rogue");
+    }
     let (port, peer) = (free_port(), free_port());
     let client = format!("https://127.0.0.1:{port}");
     let peer = format!("http://127.0.0.1:{peer}");
@@ -129,6 +209,7 @@ fn start() -> TlsEtcd {
         ])
         .args(["--initial-cluster", &format!("tls={peer}")])
         .args(["--cert-file", "server.pem", "--key-file", "server.key"])
+        .args(extra)
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -142,6 +223,24 @@ async fn connect(url: &str) -> Result<EtcdRegistry, Error> {
     EtcdRegistry::connect(url.parse().unwrap()).await
 }
 
+/// Connects once etcd serves (it takes a moment): retries, bounded.
+async fn connect_when_up(etcd: &TlsEtcd, url: &str) -> EtcdRegistry {
+    for _ in 0..100 {
+        if let Ok(r) = connect(url).await {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no TLS etcd; log:\n{}",
+        std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default()
+    )
+}
+
+fn chain(err: &Error) -> String {
+    lodestar::ErrorChain(err).to_string()
+}
+
 #[tokio::test]
 async fn tls_options_reach_etcd() {
     let etcd = start();
@@ -151,21 +250,7 @@ async fn tls_options_reach_etcd() {
         etcd.port,
         ca.display()
     );
-    // etcd takes a moment to serve: retry, bounded.
-    let mut registry = None;
-    for _ in 0..100 {
-        if let Ok(r) = connect(&url).await {
-            registry = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let registry = registry.unwrap_or_else(|| {
-        panic!(
-            "no TLS etcd; log:\n{}",
-            std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default()
-        )
-    });
+    let registry = connect_when_up(&etcd, &url).await;
     let instance = Instance::new("echo", "a").with_endpoint("grpc://127.0.0.1:1".parse().unwrap());
     let _registration = registry.register(instance).await.unwrap();
     assert_eq!(registry.get("echo").await.unwrap().len(), 1);
@@ -188,4 +273,60 @@ async fn tls_options_reach_etcd() {
         matches!(err, Error::Config(_)) && err.to_string().contains("/nonexistent/ca.pem"),
         "{err}"
     );
+}
+
+/// etcd requiring client certificates (`--client-cert-auth`): a client
+/// with a certificate signed by etcd's CA registers and discovers; one
+/// without a certificate, or with one from another CA, gets a clear error
+/// at connect, naming the address and the TLS failure.
+#[tokio::test]
+async fn client_certificates_are_presented_and_required() {
+    let etcd = start_mutual();
+    let file = |name: &str| etcd.dir.join(name).display().to_string();
+    let url = |cert: Option<&str>| {
+        let mut url = format!(
+            "etcd://127.0.0.1:{}?ca={}&connect_timeout=1s",
+            etcd.port,
+            file("ca.pem")
+        );
+        if let Some(name) = cert {
+            url.push_str(&format!(
+                "&cert={}&key={}",
+                file(&format!("{name}.pem")),
+                file(&format!("{name}.key"))
+            ));
+        }
+        url
+    };
+    let registry = connect_when_up(&etcd, &url(Some("client"))).await;
+    let instance = Instance::new("echo", "a").with_endpoint("grpc://127.0.0.1:1".parse().unwrap());
+    let _registration = registry.register(instance).await.unwrap();
+    assert_eq!(registry.get("echo").await.unwrap().len(), 1);
+    let mut watch = registry.watch("echo").await.unwrap();
+    assert_eq!(watch.next().await.unwrap().len(), 1);
+
+    for (what, cert) in [
+        ("no client certificate", None),
+        ("an untrusted client certificate", Some("rogue")),
+    ] {
+        let err = connect(&url(cert)).await.expect_err(what);
+        let text = chain(&err);
+        println!("{what}: {text}");
+        assert!(matches!(err, Error::Unreachable { .. }), "{what}: {text}");
+        assert!(
+            text.contains(&format!("127.0.0.1:{}", etcd.port)),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("TLS failed") && text.contains("client certificate"),
+            "{what}: the error names the TLS failure: {text}"
+        );
+    }
+    // A client certificate without its key: a configuration error.
+    let half = format!("{}&cert={}", url(None), file("client.pem"));
+    let err = match half.parse::<lodestar_etcd::EtcdConfig>() {
+        Ok(config) => EtcdRegistry::connect(config).await.expect_err("no key"),
+        Err(err) => err,
+    };
+    assert!(matches!(err, Error::Config(_)), "{err}");
 }
