@@ -412,3 +412,104 @@ async fn set_status_2_takes_an_instance_out_of_a_balanced_channel() {
     })
     .await;
 }
+
+/// `lodestar registry --token`: writes need the token, given in the URL or
+/// by `LODESTAR_TOKEN`; reads stay open; the token appears in no output of
+/// the server (logging at trace) or of the clients.
+#[tokio::test]
+async fn a_token_guards_writes_and_never_prints() {
+    const SECRET: &str = "cli-s3cret-Token";
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = lodestar(
+        "memory:",
+        &["registry", "--listen", &addr, "--token", SECRET],
+    )
+    .env("LODESTAR_LOG", "trace")
+    .spawn()
+    .unwrap();
+    let mut server_log = BufReader::new(server.stderr.take().unwrap()).lines();
+    let banner = wait_for(&mut server_log, "registry listening on").await;
+    assert!(banner.contains("token required for writes"), "{banner}");
+    let url = format!("lodestar://{addr}");
+
+    // No token: refused, and says why.
+    let mut register = lodestar(
+        &url,
+        &[
+            "register",
+            "--service",
+            "echo",
+            "--id",
+            "a",
+            "--endpoint",
+            "grpc://127.0.0.1:50051",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut log = BufReader::new(register.stderr.take().unwrap()).lines();
+    let line = wait_for(&mut log, "HTTP 401").await;
+    assert!(line.contains("needs a token"), "{line}");
+    assert_ne!(register.wait().await.unwrap().code(), Some(0));
+    // Reads are open.
+    assert!(ids(&url, "echo").await.is_empty());
+
+    // The token in the URL.
+    let with_token = format!("{url}?token={SECRET}");
+    let (mut register, mut log) = spawn_register(&with_token, "a", "30");
+    let line = wait_for(&mut log, "registered echo/a").await;
+    assert!(
+        line.contains("token=<redacted>") && !line.contains(SECRET),
+        "{line}"
+    );
+    // The token from LODESTAR_TOKEN.
+    let mut from_env = lodestar(
+        &url,
+        &[
+            "register",
+            "--service",
+            "echo",
+            "--id",
+            "b",
+            "--endpoint",
+            "grpc://127.0.0.1:50052",
+        ],
+    )
+    .env("LODESTAR_TOKEN", SECRET)
+    .spawn()
+    .unwrap();
+    let mut env_log = BufReader::new(from_env.stderr.take().unwrap()).lines();
+    let line = wait_for(&mut env_log, "registered echo/b").await;
+    assert!(!line.contains(SECRET), "{line}");
+    eventually("both registered", PATIENCE, || async {
+        ids(&url, "echo").await == ["a", "b"]
+    })
+    .await;
+
+    for child in [&register, &from_env] {
+        signal(child, "-TERM");
+    }
+    assert!(register.wait().await.unwrap().success());
+    assert!(from_env.wait().await.unwrap().success());
+    signal(&server, "-TERM");
+    let mut rest = Vec::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(PATIENCE, server_log.next_line()).await {
+        rest.push(line);
+    }
+    assert!(server.wait().await.unwrap().success());
+    let rest = rest.join("\n");
+    assert!(rest.contains("registry stopped"), "{rest}");
+    assert!(
+        rest.contains("TRACE") || rest.contains("DEBUG"),
+        "logging at trace: {rest}"
+    );
+    assert!(
+        !rest.contains(SECRET),
+        "the token in the server's log:\n{rest}"
+    );
+    for mut lines in [log, env_log] {
+        while let Ok(Ok(Some(line))) = tokio::time::timeout(PATIENCE, lines.next_line()).await {
+            assert!(!line.contains(SECRET), "{line}");
+        }
+    }
+}
