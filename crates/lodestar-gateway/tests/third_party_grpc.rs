@@ -68,8 +68,10 @@ async fn grpcio_calls_through_the_gateway_with_lanes_and_statuses() {
     let _a1 = Echo::start(&reg, "echo", "a1", "v1", None).await;
     let _a2 = Echo::start(&reg, "echo", "a2", "v1", None).await;
     let _blue = Echo::start(&reg, "echo", "blue", "v1", Some("blue")).await;
+    // The client picks its lane: its headers are trusted.
     let config = Config::from_toml(
-        "[[route]]\nprefix = \"/lodestar.echo.v1.Echo\"\nservice = \"echo\"\npolicy = \"round_robin\"\n\
+        "[trust]\nheaders = true\n\
+         [[route]]\nprefix = \"/lodestar.echo.v1.Echo\"\nservice = \"echo\"\npolicy = \"round_robin\"\n\
          [[route]]\nprefix = \"/ghost.v1.Ghost\"\nservice = \"ghost\"\n",
     )
     .unwrap();

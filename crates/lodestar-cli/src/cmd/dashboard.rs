@@ -29,7 +29,8 @@ pub(crate) struct Args {
 /// Runs the dashboard until SIGTERM/SIGINT.
 pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::new()?;
-    let mut config = Config::new(url);
+    // The page shows the URL: never its token.
+    let mut config = Config::new(crate::registry::shown(url));
     if args.allow_writes {
         let token = match args.token.or_else(|| std::env::var(TOKEN_VAR).ok()) {
             Some(token) if token.trim().is_empty() => bail!("the write token is empty"),
