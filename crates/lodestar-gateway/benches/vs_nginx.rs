@@ -115,9 +115,12 @@ async fn gateway_role() {
     let registry = lodestar_connect::connect(&env("REGISTRY"))
         .await
         .expect("registry");
-    let config = Config::default()
+    let mut config = Config::default()
         .with_route_flags(&["/=web"])
         .expect("routes");
+    // wrk's `lodestar-color` must reach the balancer (the base-lane
+    // fallback is part of what is measured).
+    config.trust.headers = true;
     let gateway = Gateway::new(registry, config);
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let shutdown = async move {

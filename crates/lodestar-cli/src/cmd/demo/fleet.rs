@@ -135,7 +135,9 @@ impl Fleet {
     /// the echo service's `http://` endpoints; returns its address.
     pub(super) async fn start_gateway(&mut self) -> anyhow::Result<SocketAddr> {
         let route = format!("{GATEWAY_PREFIX}={SERVICE}");
-        let config = Config::default().with_route_flags(&[route])?;
+        let mut config = Config::default().with_route_flags(&[route])?;
+        // The demo's own traffic picks pins and lanes through the gateway.
+        config.trust.headers = true;
         let gateway = Gateway::new(self.discovery.clone(), config);
         let listener = TcpListener::bind(loopback()).await.context("gateway")?;
         let addr = listener.local_addr()?;
