@@ -8,8 +8,9 @@ pub const USAGE: &str = "\
 Usage: cargo xtask <COMMAND> [ARGS...]
 
 Commands:
-  test [ARGS...]   Install protoc/etcd if missing, then cargo fmt --check, clippy -D warnings
-                   and cargo test --workspace (ARGS are passed to cargo test)
+  test [ARGS...]   Install protoc/etcd if missing, check licenses and banned crates, then
+                   cargo fmt --check, clippy -D warnings and cargo test --workspace
+                   (ARGS are passed to cargo test)
   demo [ARGS...]   Run `lodestar demo [ARGS...]` from the lodestar-cli crate
   bench [--quick]  Install the benches' tools (etcd, nginx, wrk, Go) if missing, run every
                    figure beside its peer and write docs/BENCHMARKS.md, docs/benchmarks/
