@@ -66,6 +66,7 @@ async fn malformed_and_huge_requests_get_4xx() {
         body.len()
     );
     let answer = send(&node, request.as_bytes()).await;
+    assert_eq!(status(&answer), "413", "{answer}");
     assert!(answer.contains(r#""code":-400"#), "{answer}");
     assert!(answer.contains("larger than 65536 bytes"), "{answer}");
     assert_eq!(node.hostnames("echo").await, Some(vec![]));
@@ -84,6 +85,7 @@ async fn a_body_that_does_not_arrive_in_time_is_refused() {
     )
     .await;
     let took = started.elapsed();
+    assert_eq!(status(&answer), "408", "{answer}");
     assert!(answer.contains(r#""code":-400"#), "{answer}");
     assert!(answer.contains("took longer than"), "{answer}");
     assert!(

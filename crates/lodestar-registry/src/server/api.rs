@@ -67,6 +67,9 @@ struct Rejection {
     code: Code,
     message: String,
     newer: Option<Box<Instance>>,
+    /// An HTTP status other than the code's (413, 408 for bodies over the
+    /// limits): the envelope still says `-400`.
+    http: Option<StatusCode>,
 }
 
 /// The envelope, serialized straight from borrowed data.
@@ -449,7 +452,10 @@ async fn params(node: &Node, request: Request, access: Access) -> Result<Params,
     let limit = node.config.body_timeout;
     let body = tokio::time::timeout(limit, read_body(body, node.config.max_body))
         .await
-        .map_err(|_| bad(&format!("the body took longer than {limit:?} to arrive")))??;
+        .map_err(|_| {
+            bad(&format!("the body took longer than {limit:?} to arrive"))
+                .with_http(StatusCode::REQUEST_TIMEOUT)
+        })??;
     let text = std::str::from_utf8(&body).map_err(|_| bad("the body is not UTF-8"))?;
     params.extend(text);
     authorize(node, access, &parts.headers, &params)?;
@@ -495,9 +501,14 @@ fn authorize(
 async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, Rejection> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(_) => Err(bad(&format!(
-            "the body is unreadable or larger than {max} bytes"
-        ))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(bad(&format!("the body is larger than {max} bytes"))
+                .with_http(StatusCode::PAYLOAD_TOO_LARGE))
+        }
+        Err(_) => Err(bad("the body is unreadable")),
     }
 }
 
@@ -682,16 +693,28 @@ impl Rejection {
             code,
             message: message.into(),
             newer: None,
+            http: None,
+        }
+    }
+
+    fn with_http(self, status: StatusCode) -> Self {
+        Self {
+            http: Some(status),
+            ..self
         }
     }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        match self.newer {
+        let mut response = match self.newer {
             Some(newer) => answer(self.code, &self.message, &newer),
             None => answer(self.code, &self.message, &Value::Null),
+        };
+        if let Some(status) = self.http {
+            *response.status_mut() = status;
         }
+        response
     }
 }
 
