@@ -1,0 +1,171 @@
+//! One discovery watch per service, shared by every ADS stream that wants
+//! the service, opened on the first one's request and dropped with the last.
+//!
+//! A [`Hub::subscribe`] returns an [`Interest`]: its [`Interest::snapshot`]
+//! is `None` until the registry answered, and its [`Interest::changed`]
+//! resolves on every new snapshot. The watch task retries a registry that
+//! cannot be reached with `Backoff::watch`, so a stream never fails for it:
+//! its clients wait, as they would for any management server.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, Weak},
+};
+
+use lodestar::{Discovery, Snapshot, backoff::Backoff};
+use tokio::{sync::watch, task::AbortHandle};
+
+/// The shared watches, by service.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// A stream's hold on one service's watch; the watch stops when the last
+/// interest in it is dropped.
+#[derive(Clone, Debug)]
+pub struct Interest {
+    entry: Arc<Entry>,
+    rx: watch::Receiver<Option<Arc<Snapshot>>>,
+}
+
+struct Inner {
+    discovery: Arc<dyn Discovery>,
+    services: Mutex<HashMap<String, Weak<Entry>>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    service: String,
+    rx: watch::Receiver<Option<Arc<Snapshot>>>,
+    task: AbortHandle,
+    hub: Weak<Inner>,
+}
+
+// === impl Hub ===
+
+impl Hub {
+    /// A hub over `discovery`.
+    pub fn new(discovery: Arc<dyn Discovery>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                discovery,
+                services: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// An interest in `service`, sharing its watch if one is open.
+    pub fn subscribe(&self, service: &str) -> Interest {
+        let mut services = lock(&self.inner.services);
+        if let Some(entry) = services.get(service).and_then(Weak::upgrade) {
+            let rx = entry.rx.clone();
+            return Interest { entry, rx };
+        }
+        let (tx, rx) = watch::channel(None);
+        let task = tokio::spawn(follow(
+            self.inner.discovery.clone(),
+            service.to_string(),
+            tx,
+        ));
+        let entry = Arc::new(Entry {
+            service: service.to_string(),
+            rx: rx.clone(),
+            task: task.abort_handle(),
+            hub: Arc::downgrade(&self.inner),
+        });
+        services.insert(service.to_string(), Arc::downgrade(&entry));
+        Interest { entry, rx }
+    }
+
+    /// How many services have a watch open.
+    pub fn watched(&self) -> usize {
+        lock(&self.inner.services)
+            .values()
+            .filter(|e| e.strong_count() > 0)
+            .count()
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("watched", &self.watched())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Follows `service` and publishes every snapshot, retrying the registry.
+async fn follow(
+    discovery: Arc<dyn Discovery>,
+    service: String,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+) {
+    let mut backoff = Backoff::watch();
+    let mut watch = loop {
+        match discovery.watch(&service).await {
+            Ok(watch) => break watch,
+            Err(error) => {
+                tracing::warn!(%service, %error, "xds: cannot watch the service yet; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    };
+    tracing::debug!(%service, "xds: watching");
+    while let Some(snapshot) = watch.next().await {
+        tx.send_replace(Some(snapshot));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The map stays consistent whatever panicked while holding it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// === impl Interest ===
+
+impl Interest {
+    /// The service.
+    pub fn service(&self) -> &str {
+        &self.entry.service
+    }
+
+    /// The newest snapshot; `None` until the registry answered.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.rx.borrow().clone()
+    }
+
+    /// Resolves when a newer snapshot is in (at once if one came since the
+    /// last call); never if the watch task ended.
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+// === impl Entry ===
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.task.abort();
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let mut services = lock(&hub.services);
+        // A new entry for the service may already have replaced this one.
+        if services
+            .get(&self.service)
+            .is_some_and(|e| e.strong_count() == 0)
+        {
+            services.remove(&self.service);
+        }
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,121 @@
+//! What a snapshot means to a gRPC client: the routes of a service, in match
+//! order, and the instances of each lane. Pure functions of the snapshot.
+//!
+//! The routes reproduce lodestar's balancer (`lodestar::balance`'s table)
+//! exactly:
+//!
+//! - a `lodestar-version` pin restricts to that version's instances; a pin
+//!   to a version no instance has fails (here: an empty cluster, UNAVAILABLE);
+//! - a `lodestar-color` request goes to the instances of that colour while
+//!   one of them is in rotation, else to the base lane;
+//! - the base lane is the instances with no colour; a request without a
+//!   colour goes there only.
+//!
+//! "In rotation" is known here: an instance an operator set `down` is not.
+//! The server decides the fallback, so a colour whose instances are all down
+//! gets no route and its requests take the base lane's.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use lodestar::{Instance, Snapshot};
+
+use crate::names::{ClusterName, Lane};
+
+/// The scheme of the endpoint gRPC clients connect to.
+pub const GRPC_SCHEME: &str = "grpc";
+
+/// One route: requests whose headers match go to `cluster`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// `lodestar-version` must be this exactly (`None`: not looked at).
+    pub version: Option<String>,
+    /// `lodestar-version` must be present, whatever its value.
+    pub any_version: bool,
+    /// `lodestar-color` must be this exactly (`None`: not looked at).
+    pub color: Option<String>,
+    /// Where matching requests go.
+    pub cluster: ClusterName,
+}
+
+/// The routes of `snapshot`'s service, most specific first, ending with the
+/// catch-all to the base lane.
+pub fn routes(snapshot: &Snapshot) -> Vec<Rule> {
+    let service = snapshot.service();
+    let mut rules = Vec::new();
+    for version in versions(snapshot) {
+        for color in live_colors(snapshot, Some(&version)) {
+            rules.push(Rule::new(Some(&version), Some(&color), service));
+        }
+        rules.push(Rule::new(Some(&version), None, service));
+    }
+    rules.push(Rule {
+        version: None,
+        any_version: true,
+        color: None,
+        cluster: ClusterName::nothing(service),
+    });
+    for color in live_colors(snapshot, None) {
+        rules.push(Rule::new(None, Some(&color), service));
+    }
+    rules.push(Rule::new(None, None, service));
+    rules
+}
+
+/// The instances a lane holds, in id order: those with a `grpc://`
+/// endpoint, whether in rotation or not.
+pub fn members<'a>(snapshot: &'a Snapshot, lane: &Lane) -> Vec<&'a Arc<Instance>> {
+    let Lane::Subset { version, color } = lane else {
+        return Vec::new();
+    };
+    usable(snapshot)
+        .filter(|i| version.as_deref().is_none_or(|v| i.version == v))
+        .filter(|i| i.color() == color.as_deref())
+        .collect()
+}
+
+/// Whether an instance takes new calls: not set `down` by an operator.
+pub fn in_rotation(instance: &Instance) -> bool {
+    !instance.is_down()
+}
+
+/// Instances gRPC clients can reach: those with a `grpc://` endpoint.
+fn usable(snapshot: &Snapshot) -> impl Iterator<Item = &Arc<Instance>> {
+    snapshot
+        .instances()
+        .iter()
+        .filter(|i| i.endpoint(GRPC_SCHEME).is_some())
+}
+
+/// The versions instances announce (an empty version is no version).
+fn versions(snapshot: &Snapshot) -> BTreeSet<String> {
+    usable(snapshot)
+        .filter(|i| !i.version.is_empty())
+        .map(|i| i.version.clone())
+        .collect()
+}
+
+/// The colours with an instance in rotation, among `version`'s instances
+/// (any version's if `None`).
+fn live_colors(snapshot: &Snapshot, version: Option<&str>) -> BTreeSet<String> {
+    usable(snapshot)
+        .filter(|i| version.is_none_or(|v| i.version == v))
+        .filter(|i| in_rotation(i))
+        .filter_map(|i| i.color().map(str::to_string))
+        .collect()
+}
+
+// === impl Rule ===
+
+impl Rule {
+    fn new(version: Option<&str>, color: Option<&str>, service: &str) -> Self {
+        Self {
+            version: version.map(str::to_string),
+            any_version: false,
+            color: color.map(str::to_string),
+            cluster: ClusterName::subset(service, version, color),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
