@@ -36,8 +36,9 @@ use envoy_types::pb::{
                 },
             },
             core::v3::{
-                Address, AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus,
-                Locality, SocketAddress, address, config_source::ConfigSourceSpecifier,
+                Address, AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus, Locality,
+                SocketAddress, address,
+                config_source::ConfigSourceSpecifier,
                 socket_address::{PortSpecifier, Protocol},
             },
             endpoint::v3::{
@@ -173,7 +174,12 @@ pub fn assignment(snapshot: &Snapshot, name: &ClusterName, policy: Policy) -> An
 }
 
 /// The locality of one zone (and, with [`Policy::Weighted`], one weight).
-fn locality(zone: &str, w: u32, instances: &[&Arc<Instance>], policy: Policy) -> LocalityLbEndpoints {
+fn locality(
+    zone: &str,
+    w: u32,
+    instances: &[&Arc<Instance>],
+    policy: Policy,
+) -> LocalityLbEndpoints {
     let live = instances.iter().filter(|i| plan::in_rotation(i)).count();
     // A locality of weight 0 is dropped by clients; one with nothing in
     // rotation is skipped by them anyway (all endpoints unhealthy).
@@ -186,7 +192,11 @@ fn locality(zone: &str, w: u32, instances: &[&Arc<Instance>], policy: Policy) ->
     LocalityLbEndpoints {
         locality: Some(Locality {
             zone: zone.to_string(),
-            sub_zone: if w > 0 { format!("w{w}") } else { String::new() },
+            sub_zone: if w > 0 {
+                format!("w{w}")
+            } else {
+                String::new()
+            },
             ..Default::default()
         }),
         lb_endpoints: instances.iter().filter_map(|i| lb_endpoint(i)).collect(),

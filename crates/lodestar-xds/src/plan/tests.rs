@@ -81,10 +81,7 @@ fn a_colour_with_every_instance_down_falls_back_to_the_base_lane() {
         vec![inst("a", "", None), down(inst("c", "", Some("blue")))],
         0,
     );
-    assert_eq!(
-        summary(&routes(&s)),
-        ["v=* - -> echo/none", "- - -> echo"]
-    );
+    assert_eq!(summary(&routes(&s)), ["v=* - -> echo/none", "- - -> echo"]);
     // The lane still resolves (a client may hold a route to it a moment).
     assert_eq!(
         ids(&s, &ClusterName::subset("echo", None, Some("blue"))),
@@ -102,9 +99,6 @@ fn instances_without_a_grpc_endpoint_are_left_out() {
 #[test]
 fn an_empty_service_routes_to_an_empty_base_lane() {
     let s = Snapshot::new("echo", 0, vec![], 0);
-    assert_eq!(
-        summary(&routes(&s)),
-        ["v=* - -> echo/none", "- - -> echo"]
-    );
+    assert_eq!(summary(&routes(&s)), ["v=* - -> echo/none", "- - -> echo"]);
     assert!(ids(&s, &ClusterName::base("echo")).is_empty());
 }
