@@ -136,6 +136,12 @@ impl Interest {
         self.rx.borrow().clone()
     }
 
+    /// A receiver of the service's snapshots that does not keep the watch
+    /// open: it ends when the last interest is dropped.
+    pub(crate) fn receiver(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.rx.clone()
+    }
+
     /// Resolves when a newer snapshot is in (at once if one came since the
     /// last call); never if the watch task ended.
     pub async fn changed(&mut self) {

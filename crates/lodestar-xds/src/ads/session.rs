@@ -253,10 +253,10 @@ impl Session {
 
 impl Held {
     fn new(interest: Interest, changes: Arc<Notify>) -> Self {
-        let mut watcher = interest.clone();
+        // Not an interest: the task must not keep the watch open.
+        let mut rx = interest.receiver();
         let forward = tokio::spawn(async move {
-            loop {
-                watcher.changed().await;
+            while rx.changed().await.is_ok() {
                 changes.notify_one();
             }
         })
