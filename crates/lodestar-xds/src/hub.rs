@@ -1,9 +1,10 @@
 //! One discovery watch per service, shared by every ADS stream that wants
 //! the service, opened on the first one's request and dropped with the last.
 //!
-//! A [`Hub::subscribe`] returns an [`Interest`]: its [`Interest::snapshot`]
+//! A [`Hub::subscribe`] returns an [`Interest`]: its [`Interest::view`]
 //! is `None` until the registry answered, and its [`Interest::changed`]
-//! resolves on every new snapshot. The watch task retries a registry that
+//! resolves on every new snapshot and every health verdict that changed
+//! (the watch task also probes the instances' own health, [`health`](crate::health)). The watch task retries a registry that
 //! cannot be reached with `Backoff::watch`, so a stream never fails for it:
 //! its clients wait, as they would for any management server.
 
@@ -13,8 +14,13 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
-use lodestar::{Discovery, Snapshot, backoff::Backoff};
-use tokio::{sync::watch, task::AbortHandle};
+use lodestar::{Discovery, backoff::Backoff};
+use tokio::{
+    sync::{mpsc, watch},
+    task::AbortHandle,
+};
+
+use crate::{health::Probes, plan::View};
 
 /// The shared watches, by service.
 #[derive(Clone)]
@@ -27,7 +33,7 @@ pub struct Hub {
 #[derive(Clone, Debug)]
 pub struct Interest {
     entry: Arc<Entry>,
-    rx: watch::Receiver<Option<Arc<Snapshot>>>,
+    rx: watch::Receiver<Option<Arc<View>>>,
 }
 
 struct Inner {
@@ -38,7 +44,7 @@ struct Inner {
 #[derive(Debug)]
 struct Entry {
     service: String,
-    rx: watch::Receiver<Option<Arc<Snapshot>>>,
+    rx: watch::Receiver<Option<Arc<View>>>,
     task: AbortHandle,
     hub: Weak<Inner>,
 }
@@ -100,7 +106,7 @@ impl fmt::Debug for Hub {
 async fn follow(
     discovery: Arc<dyn Discovery>,
     service: String,
-    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    tx: watch::Sender<Option<Arc<View>>>,
 ) {
     let mut backoff = Backoff::watch();
     let mut watch = loop {
@@ -113,8 +119,34 @@ async fn follow(
         }
     };
     tracing::debug!(%service, "xds: watching");
-    while let Some(snapshot) = watch.next().await {
-        tx.send_replace(Some(snapshot));
+    let (verdicts, mut rx) = mpsc::unbounded_channel();
+    let mut probes = Probes::new(verdicts);
+    let mut view: Option<View> = None;
+    loop {
+        tokio::select! {
+            snapshot = watch.next() => {
+                let Some(snapshot) = snapshot else { return };
+                probes.sync(&snapshot);
+                let mut next = View::new(snapshot);
+                if let Some(old) = view.take() {
+                    next.not_serving = old.not_serving;
+                    next.not_serving.retain(|id| next.snapshot.instance(id).is_some());
+                }
+                tx.send_replace(Some(Arc::new(next.clone())));
+                view = Some(next);
+            }
+            Some((id, not_serving)) = rx.recv() => {
+                let Some(current) = view.as_mut() else { continue };
+                let changed = if not_serving {
+                    current.not_serving.insert(id)
+                } else {
+                    current.not_serving.remove(&id)
+                };
+                if changed {
+                    tx.send_replace(Some(Arc::new(current.clone())));
+                }
+            }
+        }
     }
 }
 
@@ -131,14 +163,14 @@ impl Interest {
         &self.entry.service
     }
 
-    /// The newest snapshot; `None` until the registry answered.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+    /// The newest view of the service; `None` until the registry answered.
+    pub fn view(&self) -> Option<Arc<View>> {
         self.rx.borrow().clone()
     }
 
     /// A receiver of the service's snapshots that does not keep the watch
     /// open: it ends when the last interest is dropped.
-    pub(crate) fn receiver(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+    pub(crate) fn receiver(&self) -> watch::Receiver<Option<Arc<View>>> {
         self.rx.clone()
     }
 

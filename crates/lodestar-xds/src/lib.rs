@@ -16,6 +16,7 @@
 //! names      cluster names: a service's lanes (version pin, colour) as strings
 //! plan       a snapshot's lanes and routes, as lodestar's balancer resolves them
 //! resources  the Envoy messages: Listener, RouteConfiguration, Cluster, ClusterLoadAssignment
+//! health     the instances' own gRPC health (NOT_SERVING), probed per watched service
 //! hub        one discovery watch per service, shared by every stream, dropped when unused
 //! ads        the ADS stream: subscriptions, versions, nonces, ACK and NACK
 //! server     the tonic server around it
@@ -43,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ads;
+pub mod health;
 pub mod hub;
 pub mod names;
 pub mod plan;

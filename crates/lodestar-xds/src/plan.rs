@@ -11,7 +11,8 @@
 //! - the base lane is the instances with no colour; a request without a
 //!   colour goes there only.
 //!
-//! "In rotation" is known here: an instance an operator set `down` is not.
+//! "In rotation" is known here: an instance an operator set `down` is not,
+//! nor one whose own gRPC health answers NOT_SERVING.
 //! The server decides the fallback, so a colour whose instances are all down
 //! gets no route and its requests take the base lane's.
 
@@ -23,6 +24,16 @@ use crate::names::{ClusterName, Lane};
 
 /// The scheme of the endpoint gRPC clients connect to.
 pub const GRPC_SCHEME: &str = "grpc";
+
+/// A service as the server knows it: the registry's snapshot and the
+/// instances whose own gRPC health says NOT_SERVING ([`health`](crate::health)).
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The registry's view.
+    pub snapshot: Arc<Snapshot>,
+    /// Ids of the instances answering NOT_SERVING.
+    pub not_serving: BTreeSet<String>,
+}
 
 /// One route: requests whose headers match go to `cluster`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,11 +50,11 @@ pub struct Rule {
 
 /// The routes of `snapshot`'s service, most specific first, ending with the
 /// catch-all to the base lane.
-pub fn routes(snapshot: &Snapshot) -> Vec<Rule> {
-    let service = snapshot.service();
+pub fn routes(view: &View) -> Vec<Rule> {
+    let service = view.service();
     let mut rules = Vec::new();
-    for version in versions(snapshot) {
-        for color in live_colors(snapshot, Some(&version)) {
+    for version in versions(view) {
+        for color in live_colors(view, Some(&version)) {
             rules.push(Rule::new(Some(&version), Some(&color), service));
         }
         rules.push(Rule::new(Some(&version), None, service));
@@ -54,7 +65,7 @@ pub fn routes(snapshot: &Snapshot) -> Vec<Rule> {
         color: None,
         cluster: ClusterName::nothing(service),
     });
-    for color in live_colors(snapshot, None) {
+    for color in live_colors(view, None) {
         rules.push(Rule::new(None, Some(&color), service));
     }
     rules.push(Rule::new(None, None, service));
@@ -63,32 +74,50 @@ pub fn routes(snapshot: &Snapshot) -> Vec<Rule> {
 
 /// The instances a lane holds, in id order: those with a `grpc://`
 /// endpoint, whether in rotation or not.
-pub fn members<'a>(snapshot: &'a Snapshot, lane: &Lane) -> Vec<&'a Arc<Instance>> {
+pub fn members<'a>(view: &'a View, lane: &Lane) -> Vec<&'a Arc<Instance>> {
     let Lane::Subset { version, color } = lane else {
         return Vec::new();
     };
-    usable(snapshot)
+    usable(view)
         .filter(|i| version.as_deref().is_none_or(|v| i.version == v))
         .filter(|i| i.color() == color.as_deref())
         .collect()
 }
 
-/// Whether an instance takes new calls: not set `down` by an operator.
-pub fn in_rotation(instance: &Instance) -> bool {
-    !instance.is_down()
+// === impl View ===
+
+impl View {
+    /// A view of `snapshot` with every instance's own health unknown.
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            snapshot,
+            not_serving: BTreeSet::new(),
+        }
+    }
+
+    /// The service.
+    pub fn service(&self) -> &str {
+        self.snapshot.service()
+    }
+
+    /// Whether an instance takes new calls: not set `down` by an operator,
+    /// not answering NOT_SERVING.
+    pub fn in_rotation(&self, instance: &Instance) -> bool {
+        !instance.is_down() && !self.not_serving.contains(&instance.id)
+    }
 }
 
 /// Instances gRPC clients can reach: those with a `grpc://` endpoint.
-fn usable(snapshot: &Snapshot) -> impl Iterator<Item = &Arc<Instance>> {
-    snapshot
+fn usable(view: &View) -> impl Iterator<Item = &Arc<Instance>> {
+    view.snapshot
         .instances()
         .iter()
         .filter(|i| i.endpoint(GRPC_SCHEME).is_some())
 }
 
 /// The versions instances announce (an empty version is no version).
-fn versions(snapshot: &Snapshot) -> BTreeSet<String> {
-    usable(snapshot)
+fn versions(view: &View) -> BTreeSet<String> {
+    usable(view)
         .filter(|i| !i.version.is_empty())
         .map(|i| i.version.clone())
         .collect()
@@ -96,10 +125,10 @@ fn versions(snapshot: &Snapshot) -> BTreeSet<String> {
 
 /// The colours with an instance in rotation, among `version`'s instances
 /// (any version's if `None`).
-fn live_colors(snapshot: &Snapshot, version: Option<&str>) -> BTreeSet<String> {
-    usable(snapshot)
+fn live_colors(view: &View, version: Option<&str>) -> BTreeSet<String> {
+    usable(view)
         .filter(|i| version.is_none_or(|v| i.version == v))
-        .filter(|i| in_rotation(i))
+        .filter(|i| view.in_rotation(i))
         .filter_map(|i| i.color().map(str::to_string))
         .collect()
 }

@@ -65,13 +65,13 @@ use envoy_types::pb::{
     },
     google::protobuf::{Any, UInt32Value},
 };
-use lodestar::{Instance, Snapshot};
+use lodestar::Instance;
 use prost::Message;
 
 use crate::{
     Policy,
     names::ClusterName,
-    plan::{self, GRPC_SCHEME, Rule},
+    plan::{self, GRPC_SCHEME, Rule, View},
 };
 
 /// `type_url` of a Listener.
@@ -94,10 +94,10 @@ pub const COLOR_HEADER: &str = "lodestar-color";
 pub const HASH_KEY_HEADER: &str = "lodestar-hash-key";
 
 /// The Listener named after `snapshot`'s service, routes inline.
-pub fn listener(snapshot: &Snapshot, policy: Policy) -> Any {
+pub fn listener(view: &View, policy: Policy) -> Any {
     let manager = HttpConnectionManager {
         route_specifier: Some(RouteSpecifier::RouteConfig(route_configuration(
-            snapshot, policy,
+            view, policy,
         ))),
         http_filters: vec![HttpFilter {
             name: "router".to_string(),
@@ -107,7 +107,7 @@ pub fn listener(snapshot: &Snapshot, policy: Policy) -> Any {
         ..Default::default()
     };
     let listener = Listener {
-        name: snapshot.service().to_string(),
+        name: view.service().to_string(),
         api_listener: Some(ApiListener {
             api_listener: Some(pack(HCM, &manager)),
         }),
@@ -117,8 +117,8 @@ pub fn listener(snapshot: &Snapshot, policy: Policy) -> Any {
 }
 
 /// The RouteConfiguration of `snapshot`'s service, packed.
-pub fn route(snapshot: &Snapshot, policy: Policy) -> Any {
-    pack(ROUTE, &route_configuration(snapshot, policy))
+pub fn route(view: &View, policy: Policy) -> Any {
+    pack(ROUTE, &route_configuration(view, policy))
 }
 
 /// The Cluster `name` (a lane of `snapshot`'s service), packed.
@@ -152,9 +152,9 @@ pub fn cluster(name: &ClusterName, policy: Policy) -> Any {
 }
 
 /// The ClusterLoadAssignment of lane `name` in `snapshot`, packed.
-pub fn assignment(snapshot: &Snapshot, name: &ClusterName, policy: Policy) -> Any {
+pub fn assignment(view: &View, name: &ClusterName, policy: Policy) -> Any {
     let mut localities: BTreeMap<(String, u32), Vec<&Arc<Instance>>> = BTreeMap::new();
-    for instance in plan::members(snapshot, &name.lane) {
+    for instance in plan::members(view, &name.lane) {
         let zone = instance.zone().unwrap_or_default().to_string();
         let weight = match policy {
             Policy::Weighted => weight(instance),
@@ -166,7 +166,7 @@ pub fn assignment(snapshot: &Snapshot, name: &ClusterName, policy: Policy) -> An
         cluster_name: name.to_string(),
         endpoints: localities
             .into_iter()
-            .map(|((zone, w), instances)| locality(&zone, w, &instances, policy))
+            .map(|((zone, w), instances)| locality(view, &zone, w, &instances, policy))
             .collect(),
         ..Default::default()
     };
@@ -175,12 +175,13 @@ pub fn assignment(snapshot: &Snapshot, name: &ClusterName, policy: Policy) -> An
 
 /// The locality of one zone (and, with [`Policy::Weighted`], one weight).
 fn locality(
+    view: &View,
     zone: &str,
     w: u32,
     instances: &[&Arc<Instance>],
     policy: Policy,
 ) -> LocalityLbEndpoints {
-    let live = instances.iter().filter(|i| plan::in_rotation(i)).count();
+    let live = instances.iter().filter(|i| view.in_rotation(i)).count();
     // A locality of weight 0 is dropped by clients; one with nothing in
     // rotation is skipped by them anyway (all endpoints unhealthy).
     let live = u32::try_from(live.max(1)).unwrap_or(u32::MAX);
@@ -199,7 +200,10 @@ fn locality(
             },
             ..Default::default()
         }),
-        lb_endpoints: instances.iter().filter_map(|i| lb_endpoint(i)).collect(),
+        lb_endpoints: instances
+            .iter()
+            .filter_map(|i| lb_endpoint(view, i))
+            .collect(),
         load_balancing_weight: Some(UInt32Value { value: weight }),
         ..Default::default()
     }
@@ -207,14 +211,14 @@ fn locality(
 
 /// An instance's `grpc://` endpoint; `None` when its host is not an IP
 /// address (gRPC clients reject a whole assignment holding a host name).
-fn lb_endpoint(instance: &Instance) -> Option<LbEndpoint> {
+fn lb_endpoint(view: &View, instance: &Instance) -> Option<LbEndpoint> {
     let endpoint = instance.endpoint(GRPC_SCHEME)?;
     let host = endpoint.host();
     if host.parse::<IpAddr>().is_err() {
         tracing::debug!(instance = %instance.id, host, "skipped: xDS endpoints are IP addresses");
         return None;
     }
-    let health = if plan::in_rotation(instance) {
+    let health = if view.in_rotation(instance) {
         HealthStatus::Healthy
     } else {
         HealthStatus::Unhealthy
@@ -248,14 +252,14 @@ fn weight(instance: &Instance) -> u32 {
         .max(1)
 }
 
-fn route_configuration(snapshot: &Snapshot, policy: Policy) -> RouteConfiguration {
-    let service = snapshot.service();
+fn route_configuration(view: &View, policy: Policy) -> RouteConfiguration {
+    let service = view.service();
     RouteConfiguration {
         name: service.to_string(),
         virtual_hosts: vec![VirtualHost {
             name: service.to_string(),
             domains: vec!["*".to_string()],
-            routes: plan::routes(snapshot)
+            routes: plan::routes(view)
                 .iter()
                 .map(|rule| to_route(rule, policy))
                 .collect(),

@@ -181,3 +181,57 @@ async fn the_client_carries_on_through_an_xds_server_restart() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answering_not_serving_leaves_the_rotation() {
+    use lodestar::Instance;
+    use lodestar_echo::{EchoService, echo_server::EchoServer};
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic_health::ServingStatus;
+
+    let world = World::start(&[]).await;
+    let _a = world.echo("a", &[]);
+    // An echo server of our own, registered, whose health we set.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let record = Instance::new("echo", "h")
+        .with_endpoint(format!("grpc://127.0.0.1:{port}").parse().unwrap());
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(EchoServer::new(EchoService::new(record.clone())))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let _h = world.registry.register(record).await.expect("register h");
+    let mut client = world.client("health").await;
+    client
+        .until("h in rotation", 20, &[], false, |batch| {
+            batch.got("h") > 0 && batch.got("a") > 0
+        })
+        .await;
+
+    // NOT_SERVING, still registered: out of rotation, no call fails.
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    client
+        .until("h out of rotation on NOT_SERVING", 20, &[], true, |batch| {
+            batch.got("h") == 0
+        })
+        .await;
+    let batch = client.calls(60, &[]).await;
+    assert_eq!((batch.got("a"), batch.errors.len()), (60, 0), "{batch:?}");
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    client
+        .until("h back on SERVING", 20, &[], true, |batch| {
+            batch.got("h") > 0
+        })
+        .await;
+    server.abort();
+}

@@ -9,13 +9,13 @@ use envoy_types::pb::{
     envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
     google::protobuf::Any,
 };
-use lodestar::Snapshot;
 use tokio::{sync::Notify, task::AbortHandle};
 use tonic::Status;
 
 use crate::{
     hub::{Hub, Interest},
     names::{ClusterName, service_of},
+    plan::View,
     resources,
     server::Policies,
 };
@@ -224,11 +224,11 @@ impl Session {
                 continue;
             };
             let policy = self.policies.get(service);
-            let snapshot = || self.snapshot(service);
+            let view = || self.view(service);
             match kind {
                 Kind::Listener | Kind::Route if name.contains('/') => {}
-                Kind::Listener => out.push(resources::listener(&*snapshot()?, policy)),
-                Kind::Route => out.push(resources::route(&*snapshot()?, policy)),
+                Kind::Listener => out.push(resources::listener(&*view()?, policy)),
+                Kind::Route => out.push(resources::route(&*view()?, policy)),
                 Kind::Cluster => {
                     if let Some(cluster) = ClusterName::parse(name) {
                         out.push(resources::cluster(&cluster, policy));
@@ -236,7 +236,7 @@ impl Session {
                 }
                 Kind::Endpoints => {
                     if let Some(cluster) = ClusterName::parse(name) {
-                        out.push(resources::assignment(&*snapshot()?, &cluster, policy));
+                        out.push(resources::assignment(&*view()?, &cluster, policy));
                     }
                 }
             }
@@ -244,8 +244,8 @@ impl Session {
         Some(out)
     }
 
-    fn snapshot(&self, service: &str) -> Option<Arc<Snapshot>> {
-        self.held.get(service)?.interest.snapshot()
+    fn view(&self, service: &str) -> Option<Arc<View>> {
+        self.held.get(service)?.interest.view()
     }
 }
 

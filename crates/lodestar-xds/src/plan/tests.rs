@@ -2,6 +2,12 @@ use lodestar::{Instance, Snapshot};
 
 use super::*;
 
+fn view(service: &str, revision: u64, instances: Vec<Instance>, skipped: usize) -> View {
+    View::new(std::sync::Arc::new(Snapshot::new(
+        service, revision, instances, skipped,
+    )))
+}
+
 fn inst(id: &str, version: &str, color: Option<&str>) -> Instance {
     let mut i = Instance::new("echo", id)
         .with_version(version)
@@ -16,7 +22,7 @@ fn down(i: Instance) -> Instance {
     i.with_metadata("status", "down")
 }
 
-fn ids(snapshot: &Snapshot, name: &ClusterName) -> Vec<String> {
+fn ids(snapshot: &View, name: &ClusterName) -> Vec<String> {
     members(snapshot, &name.lane)
         .iter()
         .map(|i| i.id.clone())
@@ -40,7 +46,7 @@ fn summary(rules: &[Rule]) -> Vec<String> {
 
 #[test]
 fn routes_pin_versions_then_lanes_then_base() {
-    let s = Snapshot::new(
+    let s = view(
         "echo",
         1,
         vec![
@@ -75,7 +81,7 @@ fn routes_pin_versions_then_lanes_then_base() {
 
 #[test]
 fn a_colour_with_every_instance_down_falls_back_to_the_base_lane() {
-    let s = Snapshot::new(
+    let s = view(
         "echo",
         1,
         vec![inst("a", "", None), down(inst("c", "", Some("blue")))],
@@ -92,13 +98,29 @@ fn a_colour_with_every_instance_down_falls_back_to_the_base_lane() {
 #[test]
 fn instances_without_a_grpc_endpoint_are_left_out() {
     let http = Instance::new("echo", "h").with_endpoint("http://127.0.0.1:2".parse().unwrap());
-    let s = Snapshot::new("echo", 1, vec![inst("a", "", None), http], 0);
+    let s = view("echo", 1, vec![inst("a", "", None), http], 0);
     assert_eq!(ids(&s, &ClusterName::base("echo")), ["a"]);
 }
 
 #[test]
 fn an_empty_service_routes_to_an_empty_base_lane() {
-    let s = Snapshot::new("echo", 0, vec![], 0);
+    let s = view("echo", 0, vec![], 0);
     assert_eq!(summary(&routes(&s)), ["v=* - -> echo/none", "- - -> echo"]);
     assert!(ids(&s, &ClusterName::base("echo")).is_empty());
+}
+
+#[test]
+fn not_serving_instances_are_out_of_rotation() {
+    let mut v = view(
+        "echo",
+        1,
+        vec![inst("a", "", None), inst("c", "", Some("blue"))],
+        0,
+    );
+    assert_eq!(
+        summary(&routes(&v)),
+        ["v=* - -> echo/none", "- blue -> echo/c=blue", "- - -> echo"]
+    );
+    v.not_serving.insert("c".to_string());
+    assert_eq!(summary(&routes(&v)), ["v=* - -> echo/none", "- - -> echo"]);
 }

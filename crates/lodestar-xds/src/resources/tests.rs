@@ -6,6 +6,12 @@ use lodestar::{Instance, Snapshot};
 
 use super::*;
 
+fn view(service: &str, revision: u64, instances: Vec<Instance>, skipped: usize) -> View {
+    View::new(std::sync::Arc::new(Snapshot::new(
+        service, revision, instances, skipped,
+    )))
+}
+
 fn inst(id: &str, port: u16, meta: &[(&str, &str)]) -> Instance {
     let mut i = Instance::new("echo", id)
         .with_endpoint(format!("grpc://127.0.0.1:{port}").parse().unwrap());
@@ -19,7 +25,7 @@ fn unpack<M: Message + Default>(any: &Any) -> M {
     M::decode(any.value.as_slice()).expect("decodes")
 }
 
-fn assignment_of(s: &Snapshot, policy: Policy) -> ClusterLoadAssignment {
+fn assignment_of(s: &View, policy: Policy) -> ClusterLoadAssignment {
     let any = assignment(s, &ClusterName::base("echo"), policy);
     assert_eq!(any.type_url, ENDPOINTS);
     unpack(&any)
@@ -63,7 +69,7 @@ const DOWN: i32 = HealthStatus::Unhealthy as i32;
 
 #[test]
 fn weighted_splits_localities_by_zone_and_weight() {
-    let s = Snapshot::new(
+    let s = view(
         "echo",
         1,
         vec![
@@ -94,7 +100,7 @@ fn weighted_splits_localities_by_zone_and_weight() {
 
 #[test]
 fn round_robin_and_ring_hash_weigh_zones() {
-    let s = Snapshot::new(
+    let s = view(
         "echo",
         1,
         vec![
@@ -119,14 +125,14 @@ fn round_robin_and_ring_hash_weigh_zones() {
 #[test]
 fn host_names_are_left_out() {
     let named = Instance::new("echo", "n").with_endpoint("grpc://echo.internal:1".parse().unwrap());
-    let s = Snapshot::new("echo", 1, vec![named, inst("a", 2, &[])], 0);
+    let s = view("echo", 1, vec![named, inst("a", 2, &[])], 0);
     let cla = assignment_of(&s, Policy::Weighted);
     assert_eq!(summary(&cla)[0].3, [(2, 100, UP)]);
 }
 
 #[test]
 fn the_listener_holds_the_routes_inline_and_the_router_filter() {
-    let s = Snapshot::new(
+    let s = view(
         "echo",
         1,
         vec![inst("a", 1, &[]), inst("b", 2, &[("color", "blue")])],

@@ -10,11 +10,14 @@ One channel for the whole run, driven by commands on stdin, one per line:
 
     calls N [HEADER=VALUE ...]   N calls (each with a 5 s deadline); prints
                                  {"ok": {INSTANCE: COUNT}, "errors": {CODE: COUNT}, "detail": LAST_ERROR}
+    until INSTANCE               calls (1 s deadline each, at most 20 s) until one is
+                                 served by INSTANCE; prints {"calls": N, "found": BOOL}
     quit                         exits
 """
 
 import json
 import sys
+import time
 
 import grpc
 
@@ -71,6 +74,19 @@ def run_calls(stub, n, metadata):
     return {"ok": ok, "errors": errors, "detail": detail}
 
 
+def run_until(stub, instance):
+    deadline = time.monotonic() + 20
+    calls = 0
+    while time.monotonic() < deadline:
+        calls += 1
+        try:
+            if reply_instance(stub(encode_request("hello"), timeout=1)) == instance:
+                return {"calls": calls, "found": True}
+        except grpc.RpcError:
+            pass
+    return {"calls": calls, "found": False}
+
+
 def main():
     service = sys.argv[1]
     with grpc.insecure_channel(f"xds:///{service}") as channel:
@@ -88,6 +104,8 @@ def main():
             if words[0] == "calls":
                 metadata = [tuple(w.split("=", 1)) for w in words[2:]]
                 print(json.dumps(run_calls(stub, int(words[1]), metadata)), flush=True)
+            elif words[0] == "until":
+                print(json.dumps(run_until(stub, words[1])), flush=True)
             else:
                 print(json.dumps({"unknown_command": words[0]}), flush=True)
 

@@ -172,3 +172,58 @@ async fn bad_requests_get_a_clear_status() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("v2.Listener"), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answering_not_serving_is_sent_unhealthy() {
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic_health::ServingStatus;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let registry = Arc::new(MemoryRegistry::new());
+    let record = Instance::new("echo", "a")
+        .with_endpoint(format!("grpc://127.0.0.1:{port}").parse().unwrap());
+    let _a = registry.register(record).await.unwrap();
+    let mut s = session(&registry);
+    answer(&mut s, request(Kind::Endpoints, &["echo"])).await;
+
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    pushed_health(&mut s, HealthStatus::Unhealthy).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    pushed_health(&mut s, HealthStatus::Healthy).await;
+    server.abort();
+}
+
+/// Refreshes until an assignment with the first endpoint at `status` is
+/// pushed (bounded).
+async fn pushed_health(
+    s: &mut Session,
+    status: envoy_types::pb::envoy::config::core::v3::HealthStatus,
+) {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    let changes = s.changes();
+    for _ in 0..50 {
+        let _ = tokio::time::timeout(Duration::from_millis(200), changes.notified()).await;
+        if let Some(last) = s.refresh().last() {
+            let cla: Vec<ClusterLoadAssignment> = decode(last);
+            if cla[0].endpoints[0].lb_endpoints[0].health_status == status as i32 {
+                return;
+            }
+        }
+    }
+    panic!("never pushed {status:?}");
+}
