@@ -151,8 +151,20 @@ pub fn cluster(name: &ClusterName, policy: Policy) -> Any {
     pack(CLUSTER, &cluster)
 }
 
-/// The ClusterLoadAssignment of lane `name` in `snapshot`, packed.
-pub fn assignment(view: &View, name: &ClusterName, policy: Policy) -> Any {
+/// The ClusterLoadAssignment of lane `name` in `view`, packed, for a
+/// client in `client_zone`.
+///
+/// Zone preference, as lodestar's balancer has it (the caller's zone while
+/// it has an instance in rotation, else every zone): when the client's zone
+/// has an instance in rotation in this lane, the other zones' localities go
+/// to priority 1, which gRPC clients use only when priority 0 fails;
+/// otherwise every locality is priority 0.
+pub fn assignment(
+    view: &View,
+    name: &ClusterName,
+    policy: Policy,
+    client_zone: Option<&str>,
+) -> Any {
     let mut localities: BTreeMap<(String, u32), Vec<&Arc<Instance>>> = BTreeMap::new();
     for instance in plan::members(view, &name.lane) {
         let zone = instance.zone().unwrap_or_default().to_string();
@@ -162,11 +174,22 @@ pub fn assignment(view: &View, name: &ClusterName, policy: Policy) -> Any {
         };
         localities.entry((zone, weight)).or_default().push(instance);
     }
+    let local = client_zone.filter(|zone| {
+        localities
+            .iter()
+            .any(|((z, _), members)| z == zone && members.iter().any(|i| view.in_rotation(i)))
+    });
     let assignment = ClusterLoadAssignment {
         cluster_name: name.to_string(),
         endpoints: localities
             .into_iter()
-            .map(|((zone, w), instances)| locality(view, &zone, w, &instances, policy))
+            .map(|((zone, w), instances)| {
+                let mut locality = locality(view, &zone, w, &instances, policy);
+                if local.is_some_and(|local| local != zone) {
+                    locality.priority = 1;
+                }
+                locality
+            })
             .collect(),
         ..Default::default()
     };

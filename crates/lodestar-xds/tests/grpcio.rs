@@ -235,3 +235,50 @@ async fn an_instance_answering_not_serving_leaves_the_rotation() {
         .await;
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_zone_first_and_ring_hash_on_the_hash_key() {
+    let world = World::start(&["--policy", "ring_hash"]).await;
+    let _a = world.echo("a", &["--meta", "zone=z1"]);
+    let _b = world.echo("b", &["--meta", "zone=z2"]);
+    let _c = world.echo("c", &["--meta", "zone=z2"]);
+
+    // A client in z2: z2's instances only, each hash key sticking to one.
+    let mut client = world.client_in("zoned", "z2").await;
+    client
+        .until(
+            "z2 routed",
+            20,
+            &[("lodestar-hash-key", "k0")],
+            false,
+            |batch| batch.total_ok() == 20 && batch.only(&["b", "c"]),
+        )
+        .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for key in 0..16 {
+        let key = format!("user-{key}");
+        let batch = client.calls(10, &[("lodestar-hash-key", &key)]).await;
+        assert_eq!(batch.ok.len(), 1, "one instance per key: {batch:?}");
+        assert!(batch.only(&["b", "c"]), "the client's zone only: {batch:?}");
+        seen.extend(batch.ok.keys().cloned());
+    }
+    assert_eq!(seen.len(), 2, "keys spread over z2's instances: {seen:?}");
+
+    // z2 all down: every zone.
+    let registrar: &dyn Registrar = &*world.registry;
+    for id in ["b", "c"] {
+        registrar
+            .set("echo", id, Override::new().with_status(Status::Down))
+            .await
+            .expect("set down");
+    }
+    client
+        .until(
+            "z1 takes over",
+            20,
+            &[("lodestar-hash-key", "k1")],
+            true,
+            |batch| batch.got("a") == 20,
+        )
+        .await;
+}

@@ -40,6 +40,7 @@ pub struct Session {
     hub: Hub,
     policies: Arc<Policies>,
     node: Option<String>,
+    zone: Option<String>,
     types: HashMap<Kind, Subscription>,
     held: HashMap<String, Held>,
     changes: Arc<Notify>,
@@ -94,6 +95,7 @@ impl Session {
             hub,
             policies,
             node: None,
+            zone: None,
             types: HashMap::new(),
             held: HashMap::new(),
             changes: Arc::new(Notify::new()),
@@ -169,8 +171,14 @@ impl Session {
                 "the first DiscoveryRequest of a stream must carry the client's node",
             )
         })?;
-        tracing::info!(node = %node.id, cluster = %node.cluster, "xds: client connected");
+        let zone = node.locality.as_ref().map_or("", |l| l.zone.as_str());
+        tracing::info!(node = %node.id, %zone, "xds: client connected");
         self.node = Some(node.id.clone());
+        self.zone = node
+            .locality
+            .as_ref()
+            .map(|l| l.zone.clone())
+            .filter(|z| !z.is_empty());
         Ok(())
     }
 
@@ -236,7 +244,12 @@ impl Session {
                 }
                 Kind::Endpoints => {
                     if let Some(cluster) = ClusterName::parse(name) {
-                        out.push(resources::assignment(&*view()?, &cluster, policy));
+                        out.push(resources::assignment(
+                            &*view()?,
+                            &cluster,
+                            policy,
+                            self.zone.as_deref(),
+                        ));
                     }
                 }
             }

@@ -26,7 +26,7 @@ fn unpack<M: Message + Default>(any: &Any) -> M {
 }
 
 fn assignment_of(s: &View, policy: Policy) -> ClusterLoadAssignment {
-    let any = assignment(s, &ClusterName::base("echo"), policy);
+    let any = assignment(s, &ClusterName::base("echo"), policy, None);
     assert_eq!(any.type_url, ENDPOINTS);
     unpack(&any)
 }
@@ -193,4 +193,42 @@ fn clusters_are_eds_over_ads_with_the_policy() {
     ));
     let c: Cluster = unpack(&cluster(&name, Policy::Weighted));
     assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
+}
+
+#[test]
+fn the_client_zone_comes_first_while_it_has_an_instance_in_rotation() {
+    let mut v = view(
+        "echo",
+        1,
+        vec![
+            inst("a", 1, &[("zone", "z1")]),
+            inst("b", 2, &[("zone", "z2")]),
+        ],
+        0,
+    );
+    let priorities = |v: &View, zone: Option<&str>| -> Vec<(String, u32)> {
+        let cla: ClusterLoadAssignment = unpack(&assignment(
+            v,
+            &ClusterName::base("echo"),
+            Policy::Weighted,
+            zone,
+        ));
+        cla.endpoints
+            .iter()
+            .map(|l| (l.locality.clone().unwrap_or_default().zone, l.priority))
+            .collect()
+    };
+    let p = |pairs: &[(&str, u32)]| -> Vec<(String, u32)> {
+        pairs.iter().map(|(z, n)| (z.to_string(), *n)).collect()
+    };
+    assert_eq!(priorities(&v, Some("z1")), p(&[("z1", 0), ("z2", 1)]));
+    assert_eq!(priorities(&v, Some("z2")), p(&[("z1", 1), ("z2", 0)]));
+    assert_eq!(priorities(&v, None), p(&[("z1", 0), ("z2", 0)]));
+    assert_eq!(priorities(&v, Some("z9")), p(&[("z1", 0), ("z2", 0)]));
+    v.not_serving.insert("a".into());
+    assert_eq!(
+        priorities(&v, Some("z1")),
+        p(&[("z1", 0), ("z2", 0)]),
+        "nothing in rotation in z1: every zone"
+    );
 }

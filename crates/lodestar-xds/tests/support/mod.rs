@@ -181,6 +181,15 @@ impl World {
 
     /// The bootstrap file naming this world's xDS server.
     pub fn bootstrap(&self, node: &str) -> PathBuf {
+        self.bootstrap_in(node, None)
+    }
+
+    /// The bootstrap file of a client in `zone`.
+    pub fn bootstrap_in(&self, node: &str, zone: Option<&str>) -> PathBuf {
+        let locality = match zone {
+            Some(zone) => serde_json::json!({"zone": zone}),
+            None => serde_json::json!({}),
+        };
         let path = self.dir.path().join(format!("bootstrap-{node}.json"));
         let json = serde_json::json!({
             "xds_servers": [{
@@ -188,7 +197,7 @@ impl World {
                 "channel_creds": [{"type": "insecure"}],
                 "server_features": ["xds_v3"],
             }],
-            "node": {"id": node, "locality": {}},
+            "node": {"id": node, "locality": locality},
         });
         std::fs::write(&path, json.to_string()).expect("write the bootstrap file");
         path
@@ -197,6 +206,11 @@ impl World {
     /// grpcio's client of `xds:///echo`, configured by this world's bootstrap.
     pub async fn client(&self, node: &str) -> PyClient {
         PyClient::start(&self.bootstrap(node), "echo").await
+    }
+
+    /// grpcio's client of `xds:///echo`, its node in `zone`.
+    pub async fn client_in(&self, node: &str, zone: &str) -> PyClient {
+        PyClient::start(&self.bootstrap_in(node, Some(zone)), "echo").await
     }
 }
 
