@@ -53,4 +53,4 @@ pub mod resources;
 pub mod server;
 
 pub use policy::Policy;
-pub use server::Server;
+pub use server::{Server, Stats};

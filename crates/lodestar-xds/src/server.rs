@@ -1,7 +1,15 @@
 //! The xDS server: the ADS service on a tonic server, and the policy of
 //! each service's clusters.
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use lodestar::Discovery;
@@ -27,6 +35,14 @@ pub struct Policies {
 pub struct Server {
     hub: Hub,
     policies: Policies,
+    streams: Arc<AtomicUsize>,
+}
+
+/// A server's live counts, cheap to clone (taken before it is served).
+#[derive(Clone, Debug)]
+pub struct Stats {
+    hub: Hub,
+    streams: Arc<AtomicUsize>,
 }
 
 // === impl Policies ===
@@ -47,6 +63,7 @@ impl Server {
         Self {
             hub: Hub::new(discovery),
             policies: Policies::default(),
+            streams: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -68,9 +85,21 @@ impl Server {
         AggregatedDiscoveryServiceServer::new(self.ads())
     }
 
-    /// The ADS service itself (its stream count, for monitoring).
+    /// The ADS service itself.
     pub fn ads(&self) -> Ads {
-        Ads::new(self.hub.clone(), Arc::new(self.policies.clone()))
+        Ads::new(
+            self.hub.clone(),
+            Arc::new(self.policies.clone()),
+            self.streams.clone(),
+        )
+    }
+
+    /// Its live counts: streams open, services watched.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            hub: self.hub.clone(),
+            streams: self.streams.clone(),
+        }
     }
 
     /// Serves ADS on `listener` until `shutdown` resolves.
@@ -86,5 +115,19 @@ impl Server {
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await
+    }
+}
+
+// === impl Stats ===
+
+impl Stats {
+    /// ADS streams open now.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Services with a discovery watch open now.
+    pub fn services(&self) -> usize {
+        self.hub.watched()
     }
 }

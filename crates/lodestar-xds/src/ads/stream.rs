@@ -32,12 +32,13 @@ type Sender = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 // === impl Ads ===
 
 impl Ads {
-    /// The service over `hub`, with the clusters' `policies`.
-    pub fn new(hub: Hub, policies: Arc<Policies>) -> Self {
+    /// The service over `hub`, with the clusters' `policies`, counting its
+    /// open streams in `streams`.
+    pub fn new(hub: Hub, policies: Arc<Policies>, streams: Arc<AtomicUsize>) -> Self {
         Self {
             hub,
             policies,
-            streams: Arc::new(AtomicUsize::new(0)),
+            streams,
         }
     }
 
