@@ -10,8 +10,9 @@
 //!    every stream. The server runs in a child process (this binary again),
 //!    so its memory is its own.
 //!
-//! `cargo bench -p lodestar-xds --bench xds -- [SAMPLES] [STREAMS]`
-//! (default 30 and 1000). Needs etcd and grpcio (`cargo xtask setup`).
+//! `cargo bench -p lodestar-xds --bench xds -- [SAMPLES] [STREAMS] [INSTANCES]`
+//! (default 30, 1000 and 100: the service the streams follow has INSTANCES
+//! instances, then one more per change). Needs etcd and grpcio (`cargo xtask setup`).
 
 use std::{
     path::PathBuf,
@@ -64,11 +65,12 @@ fn main() {
         .collect();
     let samples = args.first().copied().unwrap_or(30);
     let streams = args.get(1).copied().unwrap_or(1000);
+    let instances = args.get(2).copied().unwrap_or(100).max(1);
     runtime.block_on(async {
         let etcd = EtcdNode::start().await;
         let registry = lodestar_connect::connect(&etcd.url()).await.expect("etcd");
         propagation(&registry, samples).await;
-        fanout(&registry, &etcd.url(), streams).await;
+        fanout(&registry, &etcd.url(), streams, instances).await;
     });
 }
 
@@ -286,7 +288,7 @@ async fn serve_child(spec: &str) {
         .expect("serve");
 }
 
-async fn fanout(registry: &Arc<dyn Registry>, url: &str, streams: usize) {
+async fn fanout(registry: &Arc<dyn Registry>, url: &str, streams: usize, instances: usize) {
     let port = free_port();
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .env(CHILD, format!("{url} {port}"))
@@ -303,20 +305,24 @@ async fn fanout(registry: &Arc<dyn Registry>, url: &str, streams: usize) {
         tasks.push(tokio::spawn(stream(port, n, tx.clone())));
     }
     let mut counts = vec![usize::MAX; streams];
-    let mut regs = vec![register_in(registry, FAN, "f0", 1).await];
-    wait_all(&mut rx, &mut counts, 1, Instant::now()).await;
+    let mut regs = Vec::new();
+    for i in 0..instances {
+        regs.push(register_in(registry, FAN, &format!("f{i}"), 1).await);
+    }
+    wait_all(&mut rx, &mut counts, instances, Instant::now()).await;
     let connected = rss_kib(pid);
 
     let mut all = Vec::new();
     for round in 1..=5 {
         let start = Instant::now();
-        regs.push(register_in(registry, FAN, &format!("f{round}"), 1).await);
-        all.push(wait_all(&mut rx, &mut counts, 1 + round, start).await);
+        let id = format!("n{round}");
+        regs.push(register_in(registry, FAN, &id, 1).await);
+        all.push(wait_all(&mut rx, &mut counts, instances + round, start).await);
     }
     all.sort();
     let busy = rss_kib(pid);
     println!(
-        "fanout       {streams} streams: server RSS idle {:.1} MiB, connected {:.1} MiB ({:.1} KiB/stream), after 5 changes {:.1} MiB",
+        "fanout       {streams} streams on a service of {instances} instances: server RSS idle {:.1} MiB, connected {:.1} MiB ({:.1} KiB/stream), after 5 changes {:.1} MiB",
         idle as f64 / 1024.0,
         connected as f64 / 1024.0,
         (connected.saturating_sub(idle)) as f64 / streams as f64,
@@ -330,7 +336,7 @@ async fn fanout(registry: &Arc<dyn Registry>, url: &str, streams: usize) {
     Record::new(
         "xds_fanout",
         "xDS streams: server memory and one change to all",
-        &format!("{streams} streams"),
+        &format!("{streams} streams, {instances} instances"),
     )
     .headline("change to all streams")
     .metric("streams", "", streams as f64, false)

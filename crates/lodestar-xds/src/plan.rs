@@ -16,7 +16,12 @@
 //! The server decides the fallback, so a colour whose instances are all down
 //! gets no route and its requests take the base lane's.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use envoy_types::pb::google::protobuf::Any;
 
 use lodestar::{Instance, Snapshot};
 
@@ -27,13 +32,22 @@ pub const GRPC_SCHEME: &str = "grpc";
 
 /// A service as the server knows it: the registry's snapshot and the
 /// instances whose own gRPC health says NOT_SERVING ([`health`](crate::health)).
+///
+/// A published view is never changed: its [`View::cached`] resources are
+/// shared by every stream (a clone starts with an empty cache).
 #[derive(Clone, Debug)]
 pub struct View {
     /// The registry's view.
     pub snapshot: Arc<Snapshot>,
     /// Ids of the instances answering NOT_SERVING.
     pub not_serving: BTreeSet<String>,
+    cache: Cache,
 }
+
+/// Resources built from one view, by key: built once per change, not once
+/// per stream.
+#[derive(Debug, Default)]
+struct Cache(Mutex<HashMap<String, Any>>);
 
 /// One route: requests whose headers match go to `cluster`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,7 +106,14 @@ impl View {
         Self {
             snapshot,
             not_serving: BTreeSet::new(),
+            cache: Cache::default(),
         }
+    }
+
+    /// The resource under `key`, built by `build` on the first call.
+    pub fn cached(&self, key: String, build: impl FnOnce() -> Any) -> Any {
+        let mut cache = self.cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.entry(key).or_insert_with(build).clone()
     }
 
     /// The service.
@@ -143,6 +164,15 @@ impl Rule {
             color: color.map(str::to_string),
             cluster: ClusterName::subset(service, version, color),
         }
+    }
+}
+
+// === impl Cache ===
+
+impl Clone for Cache {
+    /// A clone is another view: nothing built yet.
+    fn clone(&self) -> Self {
+        Self::default()
     }
 }
 

@@ -233,24 +233,31 @@ impl Session {
             };
             let policy = self.policies.get(service);
             let view = || self.view(service);
+            let key = |zone: Option<&str>| format!("{kind:?} {name} {policy} {zone:?}");
             match kind {
                 Kind::Listener | Kind::Route if name.contains('/') => {}
-                Kind::Listener => out.push(resources::listener(&*view()?, policy)),
-                Kind::Route => out.push(resources::route(&*view()?, policy)),
+                Kind::Listener => {
+                    let view = view()?;
+                    out.push(view.cached(key(None), || resources::listener(&view, policy)));
+                }
+                Kind::Route => {
+                    let view = view()?;
+                    out.push(view.cached(key(None), || resources::route(&view, policy)));
+                }
                 Kind::Cluster => {
                     if let Some(cluster) = ClusterName::parse(name) {
                         out.push(resources::cluster(&cluster, policy));
                     }
                 }
                 Kind::Endpoints => {
-                    if let Some(cluster) = ClusterName::parse(name) {
-                        out.push(resources::assignment(
-                            &*view()?,
-                            &cluster,
-                            policy,
-                            self.zone.as_deref(),
-                        ));
-                    }
+                    let Some(cluster) = ClusterName::parse(name) else {
+                        continue;
+                    };
+                    let view = view()?;
+                    let zone = self.zone.as_deref();
+                    out.push(view.cached(key(zone), || {
+                        resources::assignment(&view, &cluster, policy, zone)
+                    }));
                 }
             }
         }
