@@ -148,3 +148,39 @@ async fn bad_requests_end_the_stream_with_a_clear_status() {
     assert_eq!(delta.code(), Code::Unimplemented);
     f.server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_feeds_the_server_too() {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use prost::Message;
+
+    let etcd = lodestar_test_support::EtcdNode::start().await;
+    let registry = lodestar_connect::connect(&etcd.url()).await.expect("etcd");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let server =
+        tokio::spawn(Server::new(registry.clone()).serve(listener, std::future::pending()));
+    let record = Instance::new("echo", "a").with_endpoint("grpc://127.0.0.1:1".parse().unwrap());
+    let _a = registry.register(record).await.unwrap();
+
+    let (_tx, mut responses) = open(&addr, request(true, resources::ENDPOINTS, &["echo"])).await;
+    let count = |r: &DiscoveryResponse| -> usize {
+        r.resources
+            .iter()
+            .map(|any| ClusterLoadAssignment::decode(any.value.as_slice()).unwrap())
+            .flat_map(|cla| cla.endpoints)
+            .map(|l| l.lb_endpoints.len())
+            .sum()
+    };
+    let mut seen = count(&next(&mut responses).await.unwrap());
+    let record = Instance::new("echo", "b").with_endpoint("grpc://127.0.0.1:2".parse().unwrap());
+    let _b = registry.register(record).await.unwrap();
+    for _ in 0..10 {
+        if seen == 2 {
+            break;
+        }
+        seen = count(&next(&mut responses).await.unwrap());
+    }
+    assert_eq!(seen, 2, "both etcd registrations reached the stream");
+    server.abort();
+}
