@@ -1,10 +1,30 @@
 use envoy_types::pb::envoy::{
-    config::route::v3::route_action::hash_policy::PolicySpecifier,
-    extensions::filters::network::http_connection_manager::v3::HttpConnectionManager,
+    config::{
+        cluster::v3::{
+            Cluster,
+            cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
+        },
+        core::v3::{
+            HealthStatus, address, config_source::ConfigSourceSpecifier,
+            socket_address::PortSpecifier,
+        },
+        endpoint::v3::{ClusterLoadAssignment, lb_endpoint::HostIdentifier},
+        listener::v3::Listener,
+        route::v3::{
+            RouteAction,
+            route::Action,
+            route_action::{ClusterSpecifier, hash_policy::PolicySpecifier},
+            route_match::PathSpecifier,
+        },
+    },
+    extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    },
 };
 use lodestar::{Instance, Snapshot};
 
-use super::*;
+use super::{listener::HCM, *};
+use crate::{Policy, names::ClusterName, plan::View};
 
 fn view(service: &str, revision: u64, instances: Vec<Instance>, skipped: usize) -> View {
     View::new(std::sync::Arc::new(Snapshot::new(
