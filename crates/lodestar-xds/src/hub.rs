@@ -14,13 +14,13 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
-use lodestar::{Discovery, backoff::Backoff};
+use lodestar::{Discovery, Snapshot, backoff::Backoff};
 use tokio::{
     sync::{mpsc, watch},
     task::AbortHandle,
 };
 
-use crate::{health::Probes, plan::View};
+use crate::{health::Probes, names, plan::View};
 
 /// The shared watches, by service.
 #[derive(Clone)]
@@ -108,10 +108,18 @@ async fn follow(
     service: String,
     tx: watch::Sender<Option<Arc<View>>>,
 ) {
+    if !names::is_service_name(&service) {
+        tracing::warn!(%service, "xds: a client asked for an invalid service name");
+        return publish_empty(&service, &tx);
+    }
     let mut backoff = Backoff::watch();
     let mut watch = loop {
         match discovery.watch(&service).await {
             Ok(watch) => break watch,
+            Err(error) if error.is_invalid() => {
+                tracing::warn!(%service, %error, "xds: the registry refuses the service name");
+                return publish_empty(&service, &tx);
+            }
             Err(error) => {
                 tracing::warn!(%service, %error, "xds: cannot watch the service yet; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -148,6 +156,13 @@ async fn follow(
             }
         }
     }
+}
+
+/// An empty view of a name no service can have: it answers the clients
+/// (their calls fail UNAVAILABLE) instead of holding their other names back.
+fn publish_empty(service: &str, tx: &watch::Sender<Option<Arc<View>>>) {
+    let empty = Snapshot::new(service, 0, Vec::new(), 0);
+    tx.send_replace(Some(Arc::new(View::new(Arc::new(empty)))));
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

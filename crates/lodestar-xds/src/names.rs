@@ -48,6 +48,15 @@ pub fn service_of(name: &str) -> Option<&str> {
     (!service.is_empty()).then_some(service)
 }
 
+/// Whether `name` can be a lodestar service name: not empty, no `/`, no
+/// whitespace or control characters (what lodestar's registrars require).
+pub fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
 // === impl ClusterName ===
 
 impl ClusterName {
@@ -149,5 +158,9 @@ mod tests {
         }
         assert_eq!(service_of("echo/c=blue"), Some("echo"));
         assert_eq!(service_of("/x"), None);
+        assert!(is_service_name("echo.v1-x_2"));
+        for bad in ["", "a b", "a/b", "a\u{7}"] {
+            assert!(!is_service_name(bad), "{bad:?}");
+        }
     }
 }

@@ -227,3 +227,29 @@ async fn pushed_health(
     }
     panic!("never pushed {status:?}");
 }
+
+#[tokio::test]
+async fn an_invalid_service_name_does_not_hold_the_others_back() {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+
+    let registry = Arc::new(MemoryRegistry::new());
+    let _a = registry.register(instance("a")).await.unwrap();
+    let mut s = session(&registry);
+    let changes = s.changes();
+    let mut lds = s
+        .handle(request(Kind::Listener, &["echo", "not a service"]))
+        .unwrap();
+    for _ in 0..10 {
+        if !lds.is_empty() {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), changes.notified()).await;
+        lds = s.refresh();
+    }
+    // Answered in one response, the invalid name with an empty listener.
+    let names: Vec<String> = decode::<Listener>(&lds[0])
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["echo", "not a service"]);
+}
