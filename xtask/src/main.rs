@@ -140,6 +140,10 @@ fn run(command: Command) -> Outcome {
             let mut found = tools::ensure(ToolSet::All)?;
             cargo::header("ensure bench tools (nginx, wrk, Go with grpc-go and etcd's resolver)");
             found.env.extend(tools::ensure_bench_tools()?.env);
+            // The xDS bench's third-party client.
+            found
+                .env
+                .extend(tools::ensure_grpcio(&cargo::workspace_root())?.env);
             // Without Go the other figures still run; the report says why
             // the grpc-go row is missing.
             let go_path = match tools::ensure_go() {

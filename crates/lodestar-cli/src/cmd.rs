@@ -11,6 +11,7 @@ pub(crate) mod registry;
 pub(crate) mod serve_echo;
 pub(crate) mod set;
 pub(crate) mod watch;
+pub(crate) mod xds;
 
 /// SIGTERM and SIGINT, caught from the moment this is created: create it
 /// before registering, so a signal that arrives mid-registration still

@@ -80,6 +80,8 @@ enum Command {
     Dashboard(cmd::dashboard::Args),
     /// The story in about a minute: an echo fleet behind the gateway under traffic, scale out, rolling restart, kill -9, operator down, pins and lanes, a slow instance; a summary (the built-in registry in-process unless --registry names one).
     Demo(cmd::demo::Args),
+    /// Serve xDS (ADS v3): gRPC clients in any language call registered services through xds:///SERVICE, with weights, zones, down and lanes.
+    Xds(cmd::xds::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,7 +92,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Demo(_) => "error",
         _ => {
-            "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info,lodestar_gateway=info"
+            "warn,lodestar=info,lodestar_etcd=info,lodestar_registry=info,lodestar_tonic=info,lodestar_cli=info,lodestar_gateway=info,lodestar_xds=info"
         }
     };
     // The gateway logs a line per request: through a buffer a background
@@ -151,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(args) => cmd::gateway::run(&cli.registry, args).await,
         Command::Dashboard(args) => cmd::dashboard::run(&cli.registry, args).await,
         Command::Registry(args) => cmd::registry::run(args).await,
+        Command::Xds(args) => cmd::xds::run(&cli.registry, args).await,
     }
 }
 

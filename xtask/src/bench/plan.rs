@@ -145,6 +145,7 @@ pub fn steps(mode: Mode) -> Vec<BenchStep> {
         BenchStep::new("lodestar-cli", "removal", m("2 10", "5 30")),
         BenchStep::new("lodestar-gateway", "vs_nginx", "").env("WRK_DURATION", m("2", "5")),
         BenchStep::new("lodestar-cli", "scale", m("2000 50 20", "10000 200 50")),
+        BenchStep::new("lodestar-xds", "xds", m("10 200 20", "50 1000 100")),
     ]
 }
 
