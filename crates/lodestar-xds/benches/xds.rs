@@ -92,7 +92,14 @@ async fn propagation(registry: &Arc<dyn Registry>, samples: usize) {
     let mut python = Python::start(&bootstrap).await;
     python.ask("calls 20").await;
     let channel =
-        EchoClient::new(lodestar_tonic::Channel::builder(registry.clone(), "echo").connect());
+        // Weighted, as the xDS clusters default to: p2c would keep a new
+        // instance (no latency measured yet) out of the picks for a while,
+        // which measures the policy, not the propagation.
+        EchoClient::new(
+            lodestar_tonic::Channel::builder(registry.clone(), "echo")
+                .policy(lodestar::balance::BuiltinPolicy::Weighted)
+                .connect(),
+        );
     call_until(&channel, "base").await;
 
     let (mut via_xds, mut via_channel) = (Vec::new(), Vec::new());
