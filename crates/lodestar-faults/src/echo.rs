@@ -35,11 +35,18 @@ pub async fn echo(registrar: Arc<dyn Registrar>, instance: Instance) -> Echo {
     let routes = Routes::new(EchoServer::new(EchoService::new(bound.instance().clone())));
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let _ = bound
-            .serve(routes, async {
-                let _ = stopped.await;
-            })
-            .await;
+        let served = bound.serve(routes, async {
+            let _ = stopped.await;
+        });
+        if let Err(error) = served.await {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("echo server {addr}: {text}");
+        }
     });
     Echo {
         addr,
