@@ -11,7 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use lodestar::{
-    Instance, Registrar,
+    Instance,
     balance::{BuiltinPolicy, OutlierDetection},
     memory::MemoryRegistry,
 };
