@@ -13,7 +13,7 @@
 //! removes instances and the instances gone within the last
 //! [`window`](Protection::window) would then exceed
 //! [`share`](Protection::share) of those there were, the removed ones stay
-//! in the published snapshots, marked [`RETAINED`](crate::instance::RETAINED)
+//! in the published snapshots, marked [`RETAINED`]
 //! (a warning is logged once per episode). A retained instance goes when:
 //!
 //! - the window passes (counted from its removal);
