@@ -28,10 +28,12 @@ async fn a_mass_lease_expiry_does_not_empty_the_client() {
     let etcd = EtcdNode::start().await;
     let url = format!("{}?ttl=2s", etcd.url());
     let registry = connect(&url).await;
+    // Each instance through its own client, so each has its own lease, as
+    // separate processes would: the revocations are separate changes.
     let mut servers = Vec::new();
     for id in ["a", "b", "c"] {
-        let instance = Instance::new("mass", id);
-        servers.push(echo(registry.clone(), instance).await);
+        let own = connect(&url).await;
+        servers.push(echo(own, Instance::new("mass", id)).await);
     }
     let all = ids(&["a", "b", "c"]);
     time_until(LIMIT, || async { listed(&*registry, "mass").await == all })
@@ -42,6 +44,7 @@ async fn a_mass_lease_expiry_does_not_empty_the_client() {
     // (the same layer the channel runs, with its defaults).
     let raw = registry.watch("mass").await.unwrap();
     let guarded = protect::protect(registry.watch("mass").await.unwrap(), Protection::new());
+    let view = guarded.clone();
     let seen = Seen::follow(raw, guarded);
 
     let channel = Channel::builder(registry.clone(), "mass").connect();
@@ -59,11 +62,23 @@ async fn a_mass_lease_expiry_does_not_empty_the_client() {
     time_until(LIMIT, || async { seen.raw_min.load(Relaxed) < 2 })
         .await
         .expect("etcd to revoke the expired leases (the registry's view loses more than half)");
-    time_until(LIMIT, || async {
+    let healed = time_until(LIMIT, || async {
         listed(&*registry, "mass").await == all && seen.guarded_clear.load(Relaxed)
     })
-    .await
-    .expect("the instances to register again and the retained marks to clear");
+    .await;
+    if healed.is_none() {
+        let shown: Vec<(String, bool)> = view
+            .latest()
+            .instances()
+            .iter()
+            .map(|i| (i.id.clone(), i.is_retained()))
+            .collect();
+        panic!(
+            "the instances did not all register again with the marks cleared: \
+             the registry lists {:?}, the guarded view shows {shown:?}",
+            listed(&*registry, "mass").await
+        );
+    }
     let back = thawed.elapsed();
     assert!(load.progress(200, LIMIT).await, "calls go on");
     let tally = load.stop().await;
@@ -79,10 +94,11 @@ async fn a_mass_lease_expiry_does_not_empty_the_client() {
         back.as_secs_f64(),
     ));
     assert_eq!(tally.failed, 0, "{:?}", tally.errors);
-    assert_eq!(
-        seen.guarded_min.load(Relaxed),
-        3,
-        "the guarded view lost instances"
+    // Revocations may arrive one by one: then the first (one of three)
+    // goes, and the rest, which would take more than half, stay.
+    assert!(
+        seen.guarded_min.load(Relaxed) >= 2,
+        "the guarded view lost more than half"
     );
     assert!(seen.retained_max.load(Relaxed) >= 2, "nothing was retained");
 }
