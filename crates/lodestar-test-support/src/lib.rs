@@ -9,8 +9,12 @@
 //!   [`restart`](EtcdNode::restart) with its data, or
 //!   [`restart_empty`](EtcdNode::restart_empty) with none.
 //! - [`EtcdCluster`]: several members, for leader loss and member restarts.
-//! - [`TcpProxy`]: cuts and restores the network between a client and a
-//!   server that keeps running.
+//! - [`TcpProxy`]: cuts (closes) or blackholes (holds open, forwards
+//!   nothing) and restores the network between a client and a server that
+//!   keeps running.
+//! - [`Process`]: a child process (e.g. [`lodestar_binary`]) killed on
+//!   drop, which can be frozen with SIGSTOP and thawed; [`signal`] does the
+//!   same to any pid (an [`EtcdNode::pid`]).
 //! - [`eventually`]: bounded polling for what becomes true asynchronously.
 //! - [`http`]: a tiny client for etcd's `/health` and JSON gateway, so the
 //!   harness needs no etcd client crate.
@@ -55,6 +59,7 @@ mod eventually;
 pub mod http;
 mod node;
 mod port;
+mod process;
 mod proxy;
 pub mod slowloris;
 
@@ -63,4 +68,5 @@ pub use self::cluster::EtcdCluster;
 pub use self::eventually::eventually;
 pub use self::node::EtcdNode;
 pub use self::port::free_port;
+pub use self::process::{Process, lodestar_binary, signal};
 pub use self::proxy::TcpProxy;

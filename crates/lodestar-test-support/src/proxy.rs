@@ -3,7 +3,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 /// A TCP proxy on `127.0.0.1` forwarding every connection to one target,
@@ -14,6 +16,12 @@ use tokio::task::AbortHandle;
 /// ones right after accepting them, until [`restore`](Self::restore). The
 /// server keeps running, so this models a partition or a dead load
 /// balancer rather than a crash.
+///
+/// [`blackhole`](Self::blackhole) is the other kind of cut: connections stay
+/// open and new ones are accepted, but nothing is forwarded either way (what
+/// was read is held) until [`restore`](Self::restore), when the held bytes
+/// go on. Neither side sees a reset or an EOF: calls hang until their own
+/// timeouts, as behind a dropped route or a silent firewall.
 ///
 /// Dropping the proxy stops its accept loop and every connection task.
 ///
@@ -35,6 +43,8 @@ pub struct TcpProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: AbortHandle,
+    /// Whether connections are blackholed; see [`TcpProxy::blackhole`].
+    hole: watch::Sender<bool>,
 }
 
 /// State the accept loop shares with [`TcpProxy`].
@@ -66,11 +76,14 @@ impl TcpProxy {
             .local_addr()
             .unwrap_or_else(|e| panic!("reading the proxy's address: {e}"));
         let shared = Arc::new(Shared::default());
-        let accept = tokio::spawn(accept_loop(listener, target, shared.clone())).abort_handle();
+        let (hole, holes) = watch::channel(false);
+        let accept =
+            tokio::spawn(accept_loop(listener, target, shared.clone(), holes)).abort_handle();
         TcpProxy {
             addr,
             shared,
             accept,
+            hole,
         }
     }
 
@@ -87,9 +100,17 @@ impl TcpProxy {
         state.conns.drain(..).for_each(|conn| conn.abort());
     }
 
-    /// Proxies new connections again after a [`cut`](Self::cut).
+    /// Stops forwarding without closing anything: live and new
+    /// connections stay open and silent until [`restore`](Self::restore).
+    pub fn blackhole(&self) {
+        self.hole.send_replace(true);
+    }
+
+    /// Proxies new connections again after a [`cut`](Self::cut), and lets
+    /// blackholed connections forward again, held bytes first.
     pub fn restore(&self) {
         self.shared.lock().cut = false;
+        self.hole.send_replace(false);
     }
 }
 
@@ -115,7 +136,12 @@ impl Shared {
 }
 
 /// Accepts until aborted by [`TcpProxy`]'s drop.
-async fn accept_loop(listener: TcpListener, target: String, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: String,
+    shared: Arc<Shared>,
+    holes: watch::Receiver<bool>,
+) {
     let target: Arc<str> = target.into();
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
@@ -129,20 +155,53 @@ async fn accept_loop(listener: TcpListener, target: String, shared: Arc<Shared>)
             continue;
         }
         state.conns.retain(|conn| !conn.is_finished());
-        let conn = tokio::spawn(forward(inbound, target.clone()));
+        let conn = tokio::spawn(forward(inbound, target.clone(), holes.clone()));
         state.conns.push(conn.abort_handle());
     }
 }
 
-/// Copies both ways until either side closes; aborting it closes both.
-async fn forward(mut inbound: TcpStream, target: Arc<str>) {
-    let Ok(mut outbound) = TcpStream::connect(&*target).await else {
+/// Copies both ways until either side closes, holding bytes while
+/// blackholed; aborting it closes both.
+async fn forward(inbound: TcpStream, target: Arc<str>, holes: watch::Receiver<bool>) {
+    let Ok(outbound) = TcpStream::connect(&*target).await else {
         tracing::debug!(%target, "proxy target refused a connection");
         return;
     };
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
-        tracing::debug!(%error, "proxied connection ended");
+    let (mut in_read, mut in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let up = pump(&mut in_read, &mut out_write, holes.clone());
+    let down = pump(&mut out_read, &mut in_write, holes);
+    // Either direction ending (EOF or error) ends the connection.
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
+
+/// Copies `from` to `to` until EOF or an error, writing nothing while
+/// blackholed.
+async fn pump(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    mut holes: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if holes.wait_for(|hole| !hole).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            // Blackholed while waiting: stop reading until restored.
+            _ = holes.wait_for(|hole| *hole) => continue,
+        };
+        if holes.wait_for(|hole| !hole).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

@@ -115,6 +115,61 @@ async fn proxy_cuts_live_and_new_connections_until_restored() {
     .await;
 }
 
+/// A blackholed proxy keeps connections open and forwards nothing, holding
+/// what it read; restored, the held bytes arrive.
+#[tokio::test]
+async fn proxy_blackholes_without_closing_and_delivers_after_restore() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let echo = tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = TcpProxy::start(target).await;
+    let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
+    conn.write_all(b"one").await.unwrap();
+    let mut buf = [0u8; 3];
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"one");
+
+    proxy.blackhole();
+    conn.write_all(b"two").await.unwrap();
+    let silent = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await;
+    assert!(
+        silent.is_err(),
+        "a blackholed connection answered or closed: {silent:?}"
+    );
+    let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+    fresh.write_all(b"new").await.unwrap();
+    let silent = tokio::time::timeout(Duration::from_millis(300), fresh.read(&mut buf)).await;
+    assert!(
+        silent.is_err(),
+        "a new connection got through the blackhole: {silent:?}"
+    );
+
+    proxy.restore();
+    tokio::time::timeout(WAIT, conn.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"two", "the held bytes arrive after restore");
+    tokio::time::timeout(WAIT, fresh.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"new");
+    echo.abort();
+}
+
 #[test]
 fn free_port_is_bindable_on_loopback() {
     let port = free_port();

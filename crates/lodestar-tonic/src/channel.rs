@@ -36,6 +36,9 @@
 //! | [`default_rtt`](Builder::default_rtt) | 30 ms | latency assumed for an instance not measured yet (p2c) |
 //! | [`decay`](Builder::decay) | 10 s | peak-EWMA decay window (p2c) |
 //! | [`force_pick`](Builder::force_pick) | 250 ms | an instance not picked for this long is picked when drawn (p2c) |
+//! | [`call_timeout`](Builder::call_timeout) | none | a call sent to an instance that has not started answering within this fails with `DeadlineExceeded` and counts as that instance's failure (a frozen instance gets ejected); a caller's own deadline counts as cancelled |
+//! | [`outlier_detection`](Builder::outlier_detection) | 5 failures, 30 s | consecutive failures that eject an instance, and for how long (growing with repeats) |
+//! | [`protection`](Builder::protection) | half, 30 s | client-side self-protection: when more than this share of the instances vanishes from discovery within the window, keep them until they stop answering or the window passes ([`lodestar::discovery::protect`]) |
 //!
 //! # How it is built
 //!
@@ -74,7 +77,9 @@
 //! - A call that could not be sent (the connection was not up, or hyper
 //!   handed the request back) is retried on another instance; a call that
 //!   may have run is never retried.
-//! - While the registry is unreachable it keeps using the last snapshot.
+//! - While the registry is unreachable it keeps using the last snapshot;
+//!   when most instances vanish from it at once (an etcd frozen past the
+//!   TTL, a registry node restarted empty) it keeps them while they answer.
 //! - It records itself as a subscriber of the service for as long as it
 //!   lives (in etcd, `<prefix>/subscribers/<service>/<client-id>` under the
 //!   process's lease), so `lodestar subscribers S` lists who consumes it.

@@ -10,6 +10,7 @@
 //! removals between them, for callers that think in events.
 
 mod instances;
+pub mod protect;
 pub mod resync;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};

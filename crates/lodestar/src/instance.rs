@@ -47,6 +47,12 @@ pub const STATUS: &str = "status";
 /// stamps the stored record at registration; the built-in registry reports
 /// its `reg_timestamp`); `lodestar get` shows it as the instance's age.
 pub const REGISTERED: &str = "registered";
+/// Metadata key a client's self-protection
+/// ([`discovery::protect`](crate::discovery::protect)) sets on an instance
+/// the registry no longer lists but the client keeps for a while, because
+/// too many instances vanished at once. Its value is the revision of the
+/// snapshot that removed it. Never written to a registry.
+pub const RETAINED: &str = "lodestar.retained";
 /// The weight of an instance that does not say.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -143,6 +149,12 @@ impl Instance {
         self.metadata
             .get(STATUS)
             .is_some_and(|s| s.trim().eq_ignore_ascii_case("down"))
+    }
+
+    /// Whether the client kept it after the registry dropped it
+    /// ([`RETAINED`]): it leaves at its first failure.
+    pub fn is_retained(&self) -> bool {
+        self.metadata.contains_key(RETAINED)
     }
 
     /// When the registry first saw it ([`REGISTERED`]), in seconds since

@@ -8,14 +8,18 @@
 //!   driver turns into what changed.
 //! - Timestamps are per node: a poll that fails, or a client that moved to
 //!   another node meanwhile, cannot resume, so the driver fetches again.
+//!
+//! Nodes keep no data: one that restarted answers "no such application"
+//! until the instances' next renews register them again, and a watch shows
+//! that. Clients that send calls keep such vanished instances for a while
+//! through the core's self-protection ([`lodestar::discovery::protect`]),
+//! the same for every backend.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
-
-use tokio::time::Instant;
 
 use lodestar::{
     BoxFuture, Error, Snapshot, Watch,
@@ -37,16 +41,6 @@ const POLL_HOLD: Duration = Duration::from_secs(35);
 struct App {
     shared: Arc<Shared>,
     service: String,
-    /// Whether the last listing had instances, and since when listings have
-    /// come back empty; see [`App::distrust_empty`].
-    guard: Mutex<EmptyGuard>,
-}
-
-/// What [`App::distrust_empty`] remembers between listings.
-#[derive(Debug, Default)]
-struct EmptyGuard {
-    had_instances: bool,
-    empty_since: Option<Instant>,
 }
 
 /// Long polls of one application on one node.
@@ -87,65 +81,17 @@ pub(super) async fn get(shared: &Arc<Shared>, service: &str) -> Result<Snapshot,
 
 impl App {
     fn new(shared: Arc<Shared>, service: String) -> Self {
-        Self {
-            shared,
-            service,
-            guard: Mutex::default(),
-        }
-    }
-
-    /// Whether to refuse, for now, a listing that is empty when the last one
-    /// was not. Nodes keep no data: one that restarted answers "no such
-    /// application" until the instances' next renews (`-404`) register them
-    /// again. Taking that at its word would empty every client's view, and
-    /// every call would fail, for up to a renew interval. So an empty listing
-    /// after a non-empty one is believed only once listings have stayed empty
-    /// for two renew intervals (at least 1 s); meanwhile the driver keeps the
-    /// last snapshot and lists again with backoff. (A service whose last
-    /// instance leaves while the client follows it is seen at once: that
-    /// comes as a poll answer, not a listing.)
-    fn distrust_empty(&self, empty: bool) -> Option<Duration> {
-        let mut guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        if !empty {
-            *guard = EmptyGuard {
-                had_instances: true,
-                empty_since: None,
-            };
-            return None;
-        }
-        if !guard.had_instances {
-            return None;
-        }
-        let grace = (self.shared.config.renew_every() * 2).max(Duration::from_secs(1));
-        let since = *guard.empty_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < grace {
-            return Some(grace);
-        }
-        *guard = EmptyGuard::default();
-        None
+        Self { shared, service }
     }
 }
 
 impl Source for App {
     fn list(&self) -> BoxFuture<'_, Result<Listing, Error>> {
         Box::pin(async move {
-            let listing = match fetch(&self.shared, &self.service).await? {
+            Ok(match fetch(&self.shared, &self.service).await? {
                 None => Listing::new(0, Vec::new()),
                 Some(fetched) => listing(&fetched),
-            };
-            match self.distrust_empty(listing.is_empty()) {
-                None => Ok(listing),
-                Some(grace) => Err(Error::Request {
-                    registry: self.shared.config.display_nodes(),
-                    source: format!(
-                        "the registry answered no instance of {:?} after answering some; \
-                         believing it if it still says so after {grace:?} \
-                         (a restarted node has no instance until they renew)",
-                        self.service
-                    )
-                    .into(),
-                }),
-            }
+            })
         })
     }
 

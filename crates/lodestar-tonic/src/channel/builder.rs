@@ -8,7 +8,8 @@ use std::{
 
 use lodestar::{
     Discovery, Snapshot,
-    balance::{Balancer, BuiltinPolicy, Health, Policy},
+    balance::{Balancer, BuiltinPolicy, Health, OutlierDetection, Policy},
+    discovery::protect::Protection,
 };
 
 use super::{Channel, Inner, call::Caller, conn::Settings, pool::Pool};
@@ -25,6 +26,9 @@ pub struct Builder {
     default_rtt: Option<Duration>,
     decay: Option<Duration>,
     force_pick: Option<Duration>,
+    call_timeout: Option<Duration>,
+    outlier: Option<OutlierDetection>,
+    protection: Protection,
     settings: Settings,
 }
 
@@ -47,6 +51,9 @@ impl Builder {
             default_rtt: None,
             decay: None,
             force_pick: None,
+            call_timeout: None,
+            outlier: None,
+            protection: Protection::new(),
             settings: Settings {
                 connect_timeout: Duration::from_secs(3),
                 health_check: true,
@@ -117,18 +124,52 @@ impl Builder {
         self
     }
 
+    /// How long a call waits for its response to start (the response
+    /// headers) once sent to an instance; then it fails with
+    /// `DeadlineExceeded` and counts as the instance's failure for outlier
+    /// detection, so an instance that accepts calls and never answers (a
+    /// frozen process) is ejected. Off by default: a caller's own deadline
+    /// (tonic's `Request::set_timeout`) that expires first is the caller's
+    /// choice, not the instance's fault, and counts as cancelled.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// Outlier detection: how many consecutive failures eject an instance
+    /// and for how long; see [`OutlierDetection`] for the defaults.
+    pub fn outlier_detection(mut self, outlier: OutlierDetection) -> Self {
+        self.outlier = Some(outlier);
+        self
+    }
+
+    /// Client-side self-protection: when more than a share of the
+    /// instances vanishes from discovery within a window, the channel keeps
+    /// them until they stop answering or the window passes; see
+    /// [`lodestar::discovery::protect`]. On by default (half, 30 s);
+    /// [`Protection::disabled`] turns it off.
+    pub fn protection(mut self, protection: Protection) -> Self {
+        self.protection = protection;
+        self
+    }
+
     /// Starts following the service and returns the channel at once; calls
     /// wait (bounded) for the channel to be ready. Must be called within a
     /// tokio runtime.
     pub fn connect(self) -> Channel {
         let balancer = self.balancer();
         let (pool, driver) = Pool::new(balancer.clone(), self.settings);
-        let task = tokio::spawn(driver.run(self.discovery.clone(), self.service.clone()));
+        let task = tokio::spawn(driver.run(
+            self.discovery.clone(),
+            self.service.clone(),
+            self.protection.clone(),
+        ));
         let caller = Caller {
             service: self.service,
             registry: format!("{:?}", self.discovery),
             retries: self.retries,
             ready_timeout: self.ready_timeout,
+            call_timeout: self.call_timeout,
             balancer,
             pool,
         };
@@ -158,6 +199,9 @@ impl Builder {
         if let Some(interval) = self.force_pick {
             builder = builder.force_pick(interval);
         }
+        if let Some(outlier) = &self.outlier {
+            builder = builder.outlier_detection(outlier.clone());
+        }
         builder.build(Snapshot::new(self.service.clone(), 0, Vec::new(), 0))
     }
 }
@@ -173,6 +217,9 @@ impl fmt::Debug for Builder {
             .field("default_rtt", &self.default_rtt)
             .field("decay", &self.decay)
             .field("force_pick", &self.force_pick)
+            .field("call_timeout", &self.call_timeout)
+            .field("outlier", &self.outlier)
+            .field("protection", &self.protection)
             .field("settings", &self.settings)
             .finish()
     }

@@ -19,6 +19,7 @@ pub(super) struct Caller {
     pub(super) registry: String,
     pub(super) retries: usize,
     pub(super) ready_timeout: Duration,
+    pub(super) call_timeout: Option<Duration>,
     pub(super) balancer: Balancer,
     pub(super) pool: Pool,
 }
@@ -90,12 +91,28 @@ impl Caller {
     /// the instance leaves rotation at once; one that may have run is never
     /// retried.
     async fn send(&self, pick: Pick, mut request: Request<Body>) -> Result<Sent, Status> {
-        let id = &pick.instance().id;
+        let id = &pick.instance().id.clone();
         let Some(mut sender) = self.pool.target(id, &mut request) else {
             self.pool.unusable(id);
             return Ok(Sent::Unsent(request));
         };
-        match sender.try_send_request(request).await {
+        let sent = sender.try_send_request(request);
+        let sent = match self.call_timeout {
+            None => sent.await,
+            Some(timeout) => match tokio::time::timeout(timeout, sent).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    // The instance took the call and did not answer in
+                    // time: its failure, unlike a caller's own deadline.
+                    pick.failure();
+                    return Err(Status::deadline_exceeded(format!(
+                        "{}: instance {id} did not answer within the call timeout {timeout:?}",
+                        self.service
+                    )));
+                }
+            },
+        };
+        match sent {
             Ok(response) => Ok(Sent::Done(body::record(response, pick))),
             Err(mut error) => match error.take_message() {
                 Some(request) => {

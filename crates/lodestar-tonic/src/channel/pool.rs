@@ -23,7 +23,7 @@ use hyper::client::conn::http2::SendRequest;
 use lodestar::{
     Discovery, Instance,
     balance::{Balancer, Health},
-    discovery::Change,
+    discovery::{Change, protect::Protection},
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -172,8 +172,13 @@ impl Shared {
 impl Driver {
     /// Follows the service and the connectors until the channel is dropped
     /// (the task is aborted then) or the backend shuts down.
-    pub(super) async fn run(mut self, discovery: Arc<dyn Discovery>, service: String) {
-        let mut resolution = Resolution::start(&*discovery, &service).await;
+    pub(super) async fn run(
+        mut self,
+        discovery: Arc<dyn Discovery>,
+        service: String,
+        protection: Protection,
+    ) {
+        let mut resolution = Resolution::start(&*discovery, &service, protection).await;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {

@@ -3,13 +3,19 @@
 //!
 //! A [`Resolution`] watches the service, retrying a registry that cannot be
 //! reached yet, records this client as a subscriber for as long as it
-//! lives, and turns each new snapshot into the [`Change`]s since the one
+//! lives, keeps instances that vanish en masse for a while (client-side
+//! self-protection, [`lodestar::discovery::protect`]), and turns each new snapshot into the [`Change`]s since the one
 //! before, so the stages after it do work in proportion to what changed.
 
 use std::sync::Arc;
 
 use lodestar::{
-    Discovery, Snapshot, Subscriber, Subscription, Watch, backoff::Backoff, discovery::Change,
+    Discovery, Snapshot, Subscriber, Subscription, Watch,
+    backoff::Backoff,
+    discovery::{
+        Change,
+        protect::{self, Protection},
+    },
 };
 
 /// A live view of the service, as differences.
@@ -31,9 +37,14 @@ pub(super) struct Update {
 // === impl Resolution ===
 
 impl Resolution {
-    /// Starts watching `service`, retrying until the registry answers.
-    pub(super) async fn start(discovery: &dyn Discovery, service: &str) -> Self {
-        let watch = watch(discovery, service).await;
+    /// Starts watching `service`, retrying until the registry answers,
+    /// through the self-protection guard.
+    pub(super) async fn start(
+        discovery: &dyn Discovery,
+        service: &str,
+        protection: Protection,
+    ) -> Self {
+        let watch = protect::protect(watch(discovery, service).await, protection);
         let subscription = match discovery.subscribe(Subscriber::this_process(service)).await {
             Ok(subscription) => Some(subscription),
             Err(error) => {

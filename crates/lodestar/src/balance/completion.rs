@@ -108,14 +108,27 @@ impl Pick {
     fn on_failure(&self, now: u64) {
         let feedback = &self.candidate.feedback;
         let load = &self.candidate.load;
-        if !feedback.outlier.on_failure(load, &feedback.ejections, now) {
-            return;
-        }
         let instance = self.candidate.instance();
-        tracing::warn!(
-            service = %instance.service, id = %instance.id,
-            "ejecting an instance after consecutive failures"
-        );
+        if instance.is_retained() {
+            if !feedback
+                .outlier
+                .on_retained_failure(load, &feedback.ejections, now)
+            {
+                return;
+            }
+            tracing::warn!(
+                service = %instance.service, id = %instance.id,
+                "ejecting an instance the registry no longer lists at its first failure"
+            );
+        } else {
+            if !feedback.outlier.on_failure(load, &feedback.ejections, now) {
+                return;
+            }
+            tracing::warn!(
+                service = %instance.service, id = %instance.id,
+                "ejecting an instance after consecutive failures"
+            );
+        }
         if let Some(balancer) = feedback.eject.upgrade() {
             balancer.ejected(&instance.id);
         }

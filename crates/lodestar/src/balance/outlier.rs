@@ -99,6 +99,24 @@ impl OutlierDetection {
         if load.ejected_until.load(Relaxed) != 0 || !ejections.reserve(self.max_ejected_share) {
             return false;
         }
+        self.eject(load, ejections, now)
+    }
+
+    /// Ejects at the first failure, whatever the streak and the cap: an
+    /// instance the registry no longer lists, kept by the client's
+    /// self-protection ([`Instance::is_retained`](crate::Instance::is_retained)),
+    /// is kept only while it answers. Still off when detection is disabled.
+    pub(crate) fn on_retained_failure(&self, load: &Load, ejections: &Ejections, now: u64) -> bool {
+        if self.consecutive_failures == 0 || load.ejected_until.load(Relaxed) != 0 {
+            return false;
+        }
+        load.failures.fetch_add(1, Relaxed);
+        ejections.ejected.fetch_add(1, Relaxed);
+        self.eject(load, ejections, now)
+    }
+
+    /// Marks `load` ejected from now on; a slot in `ejections` is reserved.
+    fn eject(&self, load: &Load, ejections: &Ejections, now: u64) -> bool {
         let until = now.saturating_add(self.ejection_length(load, now));
         if load
             .ejected_until

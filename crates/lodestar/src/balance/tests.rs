@@ -499,6 +499,29 @@ fn ejection_never_takes_more_than_the_share() {
 }
 
 #[test]
+fn a_retained_instance_is_ejected_at_its_first_failure() {
+    let mut kept = inst("kept");
+    kept.metadata
+        .insert(crate::instance::RETAINED.to_string(), "7".to_string());
+    let b = balancer("round_robin", vec![inst("a"), kept]);
+    let mut picks = 0;
+    while b.ejected().is_empty() && picks < 10 {
+        let pick = b.pick(&Route::new()).unwrap();
+        if pick.instance().id == "kept" {
+            pick.failure();
+        } else {
+            drop(pick);
+        }
+        picks += 1;
+    }
+    assert_eq!(b.ejected(), ["kept"], "after {picks} picks");
+    // An ordinary instance needs its consecutive failures (5 by default).
+    let plain = balancer("round_robin", ids(4));
+    plain.pick(&Route::new()).unwrap().failure();
+    assert!(plain.ejected().is_empty());
+}
+
+#[test]
 fn a_cancelled_pick_is_neutral() {
     let b = balancer("round_robin", ids(1));
     for _ in 0..20 {
