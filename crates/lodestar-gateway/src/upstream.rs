@@ -14,6 +14,7 @@ use lodestar::{
     Discovery, Snapshot,
     backoff::Backoff,
     balance::{Balancer, OutlierDetection},
+    discovery::protect::{self, Protection},
 };
 use tokio::{sync::watch, task::AbortHandle};
 
@@ -138,7 +139,7 @@ async fn follow(
     let mut backoff = Backoff::watch();
     let mut ejected = HashSet::<String>::new();
     loop {
-        let mut watch = match discovery.watch(&service).await {
+        let watch = match discovery.watch(&service).await {
             Ok(watch) => watch,
             Err(error) => {
                 let wait = backoff.next_delay();
@@ -148,6 +149,11 @@ async fn follow(
             }
         };
         backoff.reset();
+        // Client-side self-protection, as the tonic channel has it: a mass
+        // disappearance (an etcd frozen past the TTL revoking every lease
+        // at once) keeps the vanished instances, which the balancer ejects
+        // at their first failure.
+        let mut watch = protect::protect(watch, Protection::default());
         let mut sample = tokio::time::interval(EJECTION_SAMPLE);
         loop {
             tokio::select! {

@@ -14,7 +14,11 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
-use lodestar::{Discovery, Snapshot, backoff::Backoff};
+use lodestar::{
+    Discovery, Snapshot,
+    backoff::Backoff,
+    discovery::protect::{self, Protection},
+};
 use tokio::{
     sync::{mpsc, watch},
     task::AbortHandle,
@@ -113,7 +117,7 @@ async fn follow(
         return publish_empty(&service, &tx);
     }
     let mut backoff = Backoff::watch();
-    let mut watch = loop {
+    let watch = loop {
         match discovery.watch(&service).await {
             Ok(watch) => break watch,
             Err(error) if error.is_invalid() => {
@@ -126,6 +130,11 @@ async fn follow(
             }
         }
     };
+    // Client-side self-protection, as the tonic channel has it: a mass
+    // disappearance (an etcd frozen past the TTL revoking every lease at
+    // once) keeps the vanished instances in the assignment for the window;
+    // gRPC clients skip those whose connections fail by themselves.
+    let mut watch = protect::protect(watch, Protection::default());
     tracing::debug!(%service, "xds: watching");
     let (verdicts, mut rx) = mpsc::unbounded_channel();
     let mut probes = Probes::new(verdicts);
