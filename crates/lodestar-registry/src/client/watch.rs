@@ -16,7 +16,7 @@
 //! the same for every backend.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -54,9 +54,9 @@ struct Poll {
     /// whose last instance left; `poll` then answers `-404` at once, and
     /// `polls` holds until the application is back.
     known: bool,
-    /// What the last update showed: hostname -> set down. `None` until
-    /// this follow yielded one.
-    shown: Option<HashMap<String, bool>>,
+    /// What the last update showed: hostname -> (set down, dirty
+    /// timestamp). `None` until this follow yielded one.
+    shown: Option<HashMap<String, (bool, i64)>>,
 }
 
 /// What one long poll learnt.
@@ -185,9 +185,12 @@ impl Follow for Poll {
 impl Poll {
     /// Polls answer up instances only (what discovery's clients see); the
     /// snapshot keeps those set down too. So when an instance the last
-    /// update showed is missing from the answer (it left, or was set down)
-    /// or the last update showed one down (it may have come back up), the
-    /// whole application is fetched again; a change among up instances only
+    /// update showed is missing from the answer (it left, or was set down),
+    /// the last update showed one down (it may have come back up), or the
+    /// answer shows no change among up instances (so the change is a
+    /// hidden one: an instance that joined and was set down before the
+    /// answer), the whole application is fetched again; a change among up
+    /// instances only
     /// (a join, an update) is taken from the poll's answer as it is. The
     /// fetch is at least as new as the poll's answer; the poll's timestamp
     /// stays the one to poll from, so nothing after it is missed. (An
@@ -195,16 +198,12 @@ impl Poll {
     /// empty view, and fetched here.)
     async fn with_down(&mut self, polled: Option<Fetched>) -> Result<Update, Interrupted> {
         let revision = u64::try_from(self.latest).unwrap_or_default();
-        let up: HashSet<&str> = polled
+        let up: HashMap<&str, i64> = polled
             .iter()
             .flat_map(|f| f.instances.values().flatten())
-            .map(|record| record.hostname.as_str())
+            .map(|record| (record.hostname.as_str(), record.dirty_timestamp))
             .collect();
-        let fetch_all = self.shown.as_ref().is_none_or(|shown| {
-            shown
-                .iter()
-                .any(|(id, &down)| down || !up.contains(id.as_str()))
-        });
+        let fetch_all = self.shown.as_ref().is_none_or(|shown| may_hide(shown, &up));
         let fetched = if fetch_all {
             let fetched = fetch(&self.shared, &self.service)
                 .await
@@ -220,7 +219,10 @@ impl Poll {
             fetched
                 .iter()
                 .flat_map(|f| f.instances.values().flatten())
-                .map(|record| (record.hostname.clone(), record.status != STATUS_UP))
+                .map(|record| {
+                    let down = record.status != STATUS_UP;
+                    (record.hostname.clone(), (down, record.dirty_timestamp))
+                })
                 .collect(),
         );
         let records = fetched.as_ref().map_or_else(Vec::new, records);
@@ -268,5 +270,58 @@ impl Poll {
                 registry: self.shared.config.nodes.join(","),
                 source: format!("poll answered without application {:?}", self.service).into(),
             })
+    }
+}
+
+/// Whether a poll's answer (`up`: hostname -> dirty timestamp of the up
+/// instances it lists) may hide a change from the last update (`shown`):
+/// see [`Poll::with_down`].
+fn may_hide(shown: &HashMap<String, (bool, i64)>, up: &HashMap<&str, i64>) -> bool {
+    let hidden = shown
+        .iter()
+        .any(|(id, &(down, _))| down || !up.contains_key(id.as_str()));
+    // The application changed, yet no up instance did: the change is one
+    // the poll does not show (an instance that joined and was set down
+    // before the poll was answered).
+    let unseen = up
+        .iter()
+        .all(|(id, dirty)| shown.get(*id).is_some_and(|&(_, d)| d == *dirty));
+    hidden || unseen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(entries: &[(&str, bool, i64)]) -> HashMap<String, (bool, i64)> {
+        entries
+            .iter()
+            .map(|&(id, down, dirty)| (id.to_string(), (down, dirty)))
+            .collect()
+    }
+
+    #[test]
+    fn a_join_or_an_update_among_up_instances_is_taken_as_polled() {
+        let last = shown(&[("a", false, 1)]);
+        assert!(!may_hide(&last, &HashMap::from([("a", 1), ("b", 2)])));
+        assert!(!may_hide(&last, &HashMap::from([("a", 3)])));
+    }
+
+    #[test]
+    fn a_missing_or_down_instance_is_fetched() {
+        let last = shown(&[("a", false, 1), ("b", false, 1)]);
+        assert!(may_hide(&last, &HashMap::from([("a", 1), ("c", 2)])));
+        let last = shown(&[("a", false, 1), ("b", true, 1)]);
+        assert!(may_hide(&last, &HashMap::from([("a", 1), ("b", 2)])));
+    }
+
+    #[test]
+    fn a_change_the_answer_does_not_show_is_fetched() {
+        // An instance joined and was set down before the poll was
+        // answered: the answer lists only what was shown already...
+        let last = shown(&[("a", false, 1)]);
+        assert!(may_hide(&last, &HashMap::from([("a", 1)])));
+        // ...or nothing at all, the application's only instance being down.
+        assert!(may_hide(&shown(&[]), &HashMap::new()));
     }
 }
