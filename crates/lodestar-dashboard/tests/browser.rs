@@ -289,7 +289,7 @@ async fn setting_an_instance_down_from_the_page_on_etcd() {
 /// down takes it out of a running `lodestar call`'s distribution, and the
 /// write is in the audit list.
 async fn set_down_from_the_page(url: &str, screenshot: &str) {
-    let binary = support::lodestar_binary();
+    let binary = lodestar_test_support::lodestar_binary();
     let url = url.to_string();
     let registry = lodestar_connect::connect(&url).await.unwrap();
     let a = echo(registry.clone(), "echo", "a", "v1").await;

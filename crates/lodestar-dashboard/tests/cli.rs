@@ -15,7 +15,7 @@ use tokio::{
 /// `lodestar --registry URL dashboard ARGS...`, its stdout's first lines
 /// read until the address line.
 async fn start(url: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, Vec<String>) {
-    let mut command = Command::new(support::lodestar_binary());
+    let mut command = Command::new(lodestar_test_support::lodestar_binary());
     command
         .args(["--registry", url, "dashboard"])
         .args(args)
@@ -128,7 +128,7 @@ async fn the_token_from_the_environment_or_the_flag() {
 #[tokio::test]
 async fn bad_flags_are_errors_not_panics() {
     async fn run(args: &[&str]) -> (Option<i32>, String) {
-        let out = Command::new(support::lodestar_binary())
+        let out = Command::new(lodestar_test_support::lodestar_binary())
             .args(args)
             .output()
             .await

@@ -608,19 +608,7 @@ async fn slowloris_clients_are_cut_off_while_others_are_served() {
         "gateway under slowloris (header timeout 1 s): {}",
         report.summary()
     );
-    let longest = report.longest_held().expect("every slow connection closed");
-    assert!(longest < Duration::from_secs(3), "{}", report.summary());
-    assert!(
-        report
-            .held
-            .iter()
-            .flatten()
-            .all(|h| *h >= Duration::from_millis(900)),
-        "none cut before the timeout: {:?}",
-        report.held
-    );
-    assert_eq!(report.failed, 0, "{}", report.summary());
-    assert!(report.normal.len() >= 10, "{}", report.summary());
+    report.assert_cut_off_at(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

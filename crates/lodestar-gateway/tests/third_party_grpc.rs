@@ -12,31 +12,10 @@ use lodestar_gateway::config::Config;
 use serde_json::Value;
 use support::*;
 
-/// The interpreter with grpcio: `LODESTAR_PYTHON`, else the xtask's venv.
-/// Missing is a failure that says how to get it, never a skip.
-fn python() -> PathBuf {
-    let path = std::env::var_os("LODESTAR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python/bin/python")
-        });
-    let imports = std::process::Command::new(&path)
-        .args(["-c", "import grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        imports,
-        "{} cannot import grpc: run `cargo xtask setup` (it installs grpcio into target/python) \
-         or set LODESTAR_PYTHON to a python with grpcio",
-        path.display()
-    );
-    path
-}
-
 /// Runs the client: `calls` calls, with `color` if given; its JSON lines.
 async fn run_client(addr: std::net::SocketAddr, calls: usize, color: Option<&str>) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/echo_client.py");
-    let mut command = tokio::process::Command::new(python());
+    let mut command = tokio::process::Command::new(lodestar_test_support::grpcio_python());
     command
         .arg(script)
         .arg(addr.to_string())

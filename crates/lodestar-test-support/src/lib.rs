@@ -68,5 +68,5 @@ pub use self::cluster::EtcdCluster;
 pub use self::eventually::eventually;
 pub use self::node::EtcdNode;
 pub use self::port::free_port;
-pub use self::process::{Process, lodestar_binary, signal};
+pub use self::process::{Process, grpcio_python, lodestar_binary, signal};
 pub use self::proxy::TcpProxy;

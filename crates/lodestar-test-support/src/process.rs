@@ -50,6 +50,33 @@ pub fn lodestar_binary() -> PathBuf {
     bin
 }
 
+/// The Python interpreter with grpcio, for third-party gRPC client tests:
+/// `LODESTAR_PYTHON`, else the venv `cargo xtask setup` makes in
+/// `target/python`.
+///
+/// # Panics
+///
+/// Panics, saying how to get one, when it cannot import `grpc`: a test that
+/// needs it fails, never skips.
+pub fn grpcio_python() -> PathBuf {
+    let path = std::env::var_os("LODESTAR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/python/bin/python")
+        });
+    let imports = Command::new(&path)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        imports,
+        "{} cannot import grpc: run `cargo xtask setup` (it installs grpcio into target/python) \
+         or set LODESTAR_PYTHON to a python with grpcio",
+        path.display()
+    );
+    path
+}
+
 /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, `KILL`, `TERM`) to
 /// `pid`; whether it was delivered.
 pub fn signal(pid: u32, signal: &str) -> bool {

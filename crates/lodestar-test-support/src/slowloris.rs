@@ -129,6 +129,28 @@ impl Report {
         crate::bench::quantile(&sorted, q)
     }
 
+    /// Checks what a server with a `timeout` on request heads must show:
+    /// every slow connection closed, none before the timeout (less 10 %)
+    /// nor long after it (3 x), no normal request failed and at least ten
+    /// answered during the attack.
+    ///
+    /// # Panics
+    ///
+    /// Panics, with the summary, when one of those does not hold.
+    pub fn assert_cut_off_at(&self, timeout: Duration) {
+        let longest = self
+            .longest_held()
+            .unwrap_or_else(|| panic!("a slow connection was never closed: {}", self.summary()));
+        assert!(longest < timeout * 3, "{}", self.summary());
+        assert!(
+            self.held.iter().flatten().all(|h| *h >= timeout * 9 / 10),
+            "some cut before the timeout: {:?}",
+            self.held
+        );
+        assert_eq!(self.failed, 0, "{}", self.summary());
+        assert!(self.normal.len() >= 10, "{}", self.summary());
+    }
+
     /// One line of figures, for the test's output.
     pub fn summary(&self) -> String {
         format!(

@@ -3,12 +3,7 @@
 //! registry under test, and small HTTP and server-sent-events readers.
 #![allow(dead_code)] // each test file uses its own share of these helpers
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use lodestar::{Instance, Registry};
 use lodestar_dashboard::{Config, Dashboard};
@@ -288,27 +283,4 @@ impl Drop for Echo {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The `lodestar` binary, built first (a no-op when fresh): cargo gives a
-/// package's tests the paths of its own binaries only.
-pub fn lodestar_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "lodestar-cli",
-            "--bin",
-            "lodestar",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build -p lodestar-cli");
-    assert!(status.success(), "building the lodestar binary failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug/lodestar")
 }

@@ -13,56 +13,12 @@ use std::{
 };
 
 use lodestar::Registry;
-use lodestar_test_support::free_port;
+pub use lodestar_test_support::{free_port, grpcio_python as python, lodestar_binary};
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
     process::{Child, ChildStdin, ChildStdout, Command},
 };
-
-/// The `lodestar` binary, built first (a no-op when fresh): cargo gives a
-/// package's tests the paths of its own binaries only.
-pub fn lodestar_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "lodestar-cli",
-            "--bin",
-            "lodestar",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build -p lodestar-cli");
-    assert!(status.success(), "building the lodestar binary failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug/lodestar")
-}
-
-/// The interpreter with grpcio: `LODESTAR_PYTHON`, else the xtask's venv.
-/// Missing is a failure that says how to get it, never a skip.
-pub fn python() -> PathBuf {
-    let path = std::env::var_os("LODESTAR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python/bin/python")
-        });
-    let imports = std::process::Command::new(&path)
-        .args(["-c", "import grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        imports,
-        "{} cannot import grpc: run `cargo xtask setup` (it installs grpcio into target/python) \
-         or set LODESTAR_PYTHON to a python with grpcio",
-        path.display()
-    );
-    path
-}
 
 /// A child process, killed (SIGKILL) when dropped.
 #[derive(Debug)]
