@@ -46,6 +46,12 @@ pub(crate) fn shown(url: &str) -> String {
     lodestar_registry::token::redact_url(url)
 }
 
+/// The token of a `lodestar://` URL, if it has one (and parses).
+pub(crate) fn token(url: &str) -> Option<String> {
+    let config: lodestar_registry::ClientConfig = url.parse().ok()?;
+    Some(config.token?.expose().to_string())
+}
+
 /// A `lodestar://` URL without a `token` gets `LODESTAR_TOKEN`'s, if set.
 pub(crate) fn with_env_token(url: &str) -> String {
     let token = std::env::var("LODESTAR_TOKEN").unwrap_or_default();
@@ -66,6 +72,16 @@ fn add_token(url: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::add_token;
+
+    #[test]
+    fn the_token_of_a_lodestar_url() {
+        assert_eq!(
+            super::token("lodestar://h:1?env=p&token=T").as_deref(),
+            Some("T")
+        );
+        assert_eq!(super::token("lodestar://h:1"), None);
+        assert_eq!(super::token("etcd://h:1"), None);
+    }
 
     #[test]
     fn the_env_token_goes_to_lodestar_urls_that_have_none() {

@@ -16,6 +16,10 @@ pub struct Config {
     /// The token a write must carry (`Authorization: Bearer ...`). Writes
     /// are refused when it is `None`, even with `allow_writes`.
     pub token: Option<String>,
+    /// The built-in registry's token (`lodestar registry --token`), sent as
+    /// `Authorization: Bearer ...` with the node view's requests, for nodes
+    /// that guard reads (`--token-reads`). The URL shown never carries it.
+    pub registry_token: Option<String>,
     /// How often the service list is read.
     pub poll_every: Duration,
     /// How often every instance's gRPC health is checked.
@@ -37,6 +41,7 @@ impl Config {
             registry_url: registry_url.into(),
             allow_writes: false,
             token: None,
+            registry_token: None,
             poll_every: Duration::from_secs(1),
             health_every: Duration::from_secs(5),
             nodes_every: Duration::from_secs(2),
@@ -49,6 +54,13 @@ impl Config {
     pub fn with_writes(mut self, token: impl Into<String>) -> Self {
         self.allow_writes = true;
         self.token = Some(token.into());
+        self
+    }
+
+    /// Sends `token` to the built-in registry's nodes with the node view's
+    /// requests; see [`Config::registry_token`].
+    pub fn with_registry_token(mut self, token: impl Into<String>) -> Self {
+        self.registry_token = Some(token.into());
         self
     }
 
@@ -65,6 +77,10 @@ impl fmt::Debug for Config {
             .field("registry_url", &self.registry_url)
             .field("allow_writes", &self.allow_writes)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "registry_token",
+                &self.registry_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("poll_every", &self.poll_every)
             .field("health_every", &self.health_every)
             .field("nodes_every", &self.nodes_every)

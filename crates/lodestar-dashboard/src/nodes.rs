@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
+use hyper::{body::Bytes, header::HeaderValue};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -30,6 +30,14 @@ const MAX_NODES: usize = 64;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// Asks nodes, with the registry's token when there is one.
+#[derive(Clone)]
+struct Asker {
+    http: HttpClient,
+    /// `Bearer TOKEN`, marked sensitive.
+    auth: Option<HeaderValue>,
+}
+
 /// The `host:port`s of a `lodestar://` URL, or `None` for another backend.
 pub(crate) fn addresses(url: &str) -> Option<Vec<String>> {
     let rest = url.strip_prefix("lodestar://")?;
@@ -45,7 +53,7 @@ pub(crate) fn addresses(url: &str) -> Option<Vec<String>> {
 
 /// Asks every known node every `nodes_every`.
 pub(crate) async fn run(shared: Arc<Shared>, seeds: Vec<String>) {
-    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let http = Asker::new(shared.config.registry_token.as_deref());
     let env = env_of(&shared.config.registry_url);
     let mut tick = tokio::time::interval(shared.config.nodes_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -57,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, seeds: Vec<String>) {
         for addr in known.into_iter().take(MAX_NODES) {
             let http = http.clone();
             asked.spawn(async move {
-                let answer = status(&http, &addr).await;
+                let answer = http.get(&addr, "/lodestar/status", MAX_BODY).await;
                 (addr, answer)
             });
         }
@@ -84,7 +92,7 @@ fn env_of(url: &str) -> String {
 /// Reads every instance's registration time from a node that answers
 /// (discovery's `reg_timestamp`, which the `lodestar://` client does not
 /// carry into `Instance`); whether any changed.
-async fn registered(shared: &Shared, http: &HttpClient, env: &str) -> bool {
+async fn registered(shared: &Shared, http: &Asker, env: &str) -> bool {
     let node = {
         let inner = shared.lock();
         inner
@@ -98,7 +106,7 @@ async fn registered(shared: &Shared, http: &HttpClient, env: &str) -> bool {
     };
     let Some(node) = node else { return false };
     let path = format!("/discovery/fetch/all?env={env}");
-    let Ok(all) = get(http, &node, &path, MAX_ALL_BODY).await else {
+    let Ok(all) = http.get(&node, &path, MAX_ALL_BODY).await else {
         return false;
     };
     let mut times = std::collections::HashMap::new();
@@ -180,18 +188,43 @@ fn views(nodes: &std::collections::BTreeMap<String, NodeView>) -> Vec<(String, V
         .collect()
 }
 
-/// One node's `/lodestar/status`.
-async fn status(http: &HttpClient, addr: &str) -> Result<Value, String> {
-    get(http, addr, "/lodestar/status", MAX_BODY).await
+// === impl Asker ===
+
+impl Asker {
+    fn new(token: Option<&str>) -> Self {
+        let auth = token.and_then(|t| {
+            let mut value = HeaderValue::try_from(format!("Bearer {t}")).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        Self {
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            auth,
+        }
+    }
+
+    /// `GET path` from the node at `addr`, as JSON, bounded in time and
+    /// size.
+    async fn get(&self, addr: &str, path: &str, max: usize) -> Result<Value, String> {
+        let mut request = hyper::Request::get(format!("http://{addr}{path}"));
+        if let Some(auth) = &self.auth {
+            request = request.header(hyper::header::AUTHORIZATION, auth.clone());
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| format!("bad node address {addr}: {e}"))?;
+        get(&self.http, request, max).await
+    }
 }
 
-/// `GET path` from the node at `addr`, as JSON, bounded in time and size.
-async fn get(http: &HttpClient, addr: &str, path: &str, max: usize) -> Result<Value, String> {
-    let uri: hyper::Uri = format!("http://{addr}{path}")
-        .parse()
-        .map_err(|e| format!("bad node address {addr}: {e}"))?;
+/// Sends `request`; its answer as JSON, bounded in time and size.
+async fn get(
+    http: &HttpClient,
+    request: hyper::Request<Empty<Bytes>>,
+    max: usize,
+) -> Result<Value, String> {
     let fetch = async {
-        let response = http.get(uri).await.map_err(|e| e.to_string())?;
+        let response = http.request(request).await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }

@@ -257,6 +257,51 @@ async fn shows_the_built_in_registry_and_its_nodes() {
     running.abort();
 }
 
+/// A node that guards reads (`--token-reads`): the node view sends the
+/// registry's token; without it the node is shown refusing, not ready.
+#[tokio::test]
+async fn the_node_view_sends_the_registry_token() {
+    use lodestar_registry::{
+        Token,
+        server::{Config as NodeConfig, Server},
+    };
+
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.warmup = Duration::from_millis(1);
+    config.token = Some(Token::new("s3cret").unwrap());
+    config.token_reads = true;
+    let server = Server::bind(config).await.unwrap();
+    let node = server.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    let registry = lodestar_connect::connect(&format!("lodestar://{node}?token=s3cret"))
+        .await
+        .unwrap();
+    let shown = format!("lodestar://{node}");
+
+    let with = dashboard(
+        registry.clone(),
+        Config::new(shown.clone()).with_registry_token("s3cret"),
+    )
+    .await;
+    eventually("the node to answer with the token", PATIENCE, || async {
+        with.get("/api/registry").await.1["nodes"][node.to_string()]["status"]["ready"] == true
+    })
+    .await;
+
+    let without = dashboard(registry, Config::new(shown)).await;
+    eventually("the node to refuse without it", PATIENCE, || async {
+        let (_, view) = without.get("/api/registry").await;
+        view["nodes"][node.to_string()]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401"))
+    })
+    .await;
+    running.abort();
+}
+
 /// Writes on the built-in registry, which implements `set`: weight, down,
 /// clear, each seen in the dashboard's view and feed; and the health of an
 /// instance whose endpoint answers nothing.

@@ -31,6 +31,9 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::new()?;
     // The page shows the URL: never its token.
     let mut config = Config::new(crate::registry::shown(url));
+    if let Some(token) = crate::registry::token(&crate::registry::with_env_token(url)) {
+        config = config.with_registry_token(token);
+    }
     if args.allow_writes {
         let token = match args.token.or_else(|| std::env::var(TOKEN_VAR).ok()) {
             Some(token) if token.trim().is_empty() => bail!("the write token is empty"),
