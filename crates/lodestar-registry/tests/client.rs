@@ -154,6 +154,36 @@ async fn a_watch_follows_an_application_with_every_instance_down() {
     .await;
 }
 
+/// A watch started on an application that is not there yet, then an
+/// instance registered and at once set down: whatever order the watch's
+/// first poll, its fetch and the two writes come in, the watch ends up
+/// showing the instance down. (`polls` holds until an instance is up: a
+/// watch that went back to it after fetching the up instance missed the
+/// set until the next change.) Repeated, on fresh services, to meet the
+/// interleavings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_set_down_at_once_reaches_a_watch_started_before_it() {
+    use lodestar::{Override, Status};
+    let node = start(|_| {}).await;
+    let registry = connect(&node.url()).await;
+    let operator = connect(&node.url()).await;
+    for round in 0..30 {
+        let service = format!("race{round}");
+        let watch = registry.watch(&service).await.unwrap();
+        let instance = Instance::new(service.clone(), "a")
+            .with_endpoint("grpc://127.0.0.1:50051".parse().unwrap());
+        let _a = registry.register(instance).await.unwrap();
+        let down = Override::new().with_status(Status::Down);
+        assert!(operator.set(&service, "a", down).await.unwrap());
+        eventually(
+            &format!("a down in the watch of {service}"),
+            PATIENCE,
+            || async { watch.latest().instance("a").is_some_and(|a| a.is_down()) },
+        )
+        .await;
+    }
+}
+
 /// Records written by other discovery clients that lodestar cannot use (no
 /// address it can dial), or with odd but harmless content (huge values,
 /// non-string metadata, unknown keys), never stop a watch: the unusable

@@ -197,7 +197,6 @@ impl Poll {
     /// application whose every instance is down is answered by `poll` as an
     /// empty view, and fetched here.)
     async fn with_down(&mut self, polled: Option<Fetched>) -> Result<Update, Interrupted> {
-        let revision = u64::try_from(self.latest).unwrap_or_default();
         let up: HashMap<&str, i64> = polled
             .iter()
             .flat_map(|f| f.instances.values().flatten())
@@ -210,6 +209,13 @@ impl Poll {
                 .map_err(Interrupted::Lost)?;
             if self.shared.nodes.current() != self.node {
                 return Err(Interrupted::Gap("moved to another registry node".into()));
+            }
+            // The application was gone when polled, and is back: follow it
+            // with `poll` from what was fetched. (`polls` would hold until
+            // an instance is up, and miss it if every instance is down.)
+            if let (None, Some(full)) = (&polled, &fetched) {
+                self.known = true;
+                self.latest = full.latest_timestamp;
             }
             fetched.or(polled)
         } else {
@@ -225,6 +231,7 @@ impl Poll {
                 })
                 .collect(),
         );
+        let revision = u64::try_from(self.latest).unwrap_or_default();
         let records = fetched.as_ref().map_or_else(Vec::new, records);
         Ok(Update::Reset(Listing::new(revision, records)))
     }
