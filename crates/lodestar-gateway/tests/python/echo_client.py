@@ -12,43 +12,12 @@ last line {"unknown_service": {...}} for a call to a service no route knows.
 
 import json
 import sys
+from pathlib import Path
 
 import grpc
 
-
-def encode_request(message: str) -> bytes:
-    data = message.encode()
-    # field 1 (message), wire type 2; the length fits one varint byte here.
-    assert len(data) < 128
-    return bytes([0x0A, len(data)]) + data
-
-
-def varint(buf: bytes, i: int):
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
-
-
-def decode_reply(buf: bytes) -> dict:
-    names = {1: "message", 2: "instance", 3: "service", 4: "version", 5: "color"}
-    out, i = {}, 0
-    while i < len(buf):
-        key, i = varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 2:
-            n, i = varint(buf, i)
-            out[names.get(field, str(field))] = buf[i : i + n].decode()
-            i += n
-        elif wire == 0:
-            _, i = varint(buf, i)
-        else:
-            raise ValueError(f"unexpected wire type {wire}")
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lodestar-test-support" / "python"))
+from echo_proto import METHOD, decode_reply, encode_request  # noqa: E402
 
 
 def call(channel, method, metadata):
@@ -69,7 +38,7 @@ def main():
     metadata = [("lodestar-color", sys.argv[3])] if len(sys.argv) > 3 else []
     with grpc.insecure_channel(target) as channel:
         for _ in range(calls):
-            print(json.dumps(call(channel, "/lodestar.echo.v1.Echo/Say", metadata)), flush=True)
+            print(json.dumps(call(channel, METHOD, metadata)), flush=True)
         print(json.dumps({"unknown_service": call(channel, "/ghost.v1.Ghost/Boo", [])}), flush=True)
 
 

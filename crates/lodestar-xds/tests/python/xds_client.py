@@ -18,46 +18,17 @@ One channel for the whole run, driven by commands on stdin, one per line:
 import json
 import sys
 import time
+from pathlib import Path
 
 import grpc
 
-METHOD = "/lodestar.echo.v1.Echo/Say"
-
-
-def encode_request(message: str) -> bytes:
-    data = message.encode()
-    # field 1 (message), wire type 2; the length fits one varint byte here.
-    assert len(data) < 128
-    return bytes([0x0A, len(data)]) + data
-
-
-def varint(buf: bytes, i: int):
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lodestar-test-support" / "python"))
+from echo_proto import METHOD, decode_reply, encode_request  # noqa: E402
 
 
 def reply_instance(buf: bytes) -> str:
-    """The reply's `instance` (field 2)."""
-    i = 0
-    while i < len(buf):
-        key, i = varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 2:
-            n, i = varint(buf, i)
-            if field == 2:
-                return buf[i : i + n].decode()
-            i += n
-        elif wire == 0:
-            _, i = varint(buf, i)
-        else:
-            raise ValueError(f"unexpected wire type {wire}")
-    return ""
+    """The reply's `instance`."""
+    return decode_reply(buf).get("instance", "")
 
 
 def run_calls(stub, n, metadata):
