@@ -402,8 +402,9 @@ impl Registrar for EtcdRegistry {
             let mut stored = instance.clone();
             stored
                 .metadata
-                .entry(lodestar::instance::REGISTERED.into())
-                .or_insert_with(|| unix_now().to_string());
+                .get_or_insert_with(lodestar::instance::REGISTERED.into(), || {
+                    unix_now().to_string()
+                });
             let (key, value) = self.shared.layout.encode(&stored);
             let (lease, state) = self.keep(key, value).await?;
             Ok(Registration::new(instance, state, Box::new(lease)))

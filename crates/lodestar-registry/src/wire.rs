@@ -118,7 +118,7 @@ pub struct Instance {
     pub color: String,
     /// Free-form metadata.
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: lodestar::Metadata,
     /// [`STATUS_UP`] or [`STATUS_WAITING`].
     #[serde(default)]
     pub status: u32,
@@ -246,8 +246,9 @@ impl Instance {
         if self.reg_timestamp > 0 {
             instance
                 .metadata
-                .entry(lodestar::instance::REGISTERED.into())
-                .or_insert_with(|| (self.reg_timestamp / 1_000_000_000).to_string());
+                .get_or_insert_with(lodestar::instance::REGISTERED.into(), || {
+                    (self.reg_timestamp / 1_000_000_000).to_string()
+                });
         }
         if self.status != STATUS_UP {
             instance.metadata.insert(
@@ -263,8 +264,7 @@ impl Instance {
         if !self.zone.is_empty() {
             instance
                 .metadata
-                .entry(lodestar::instance::ZONE.into())
-                .or_insert_with(|| self.zone.clone());
+                .get_or_insert_with(lodestar::instance::ZONE.into(), || self.zone.clone());
         }
         if instance.endpoints.is_empty() {
             return Err(lodestar::Error::InvalidInstance(format!(

@@ -160,7 +160,7 @@ proptest! {
         color in ".{0,12}",
     ) {
         let mut record = Instance {
-            appid: "echo".into(), hostname: "h".into(), addrs, metadata, status, color,
+            appid: "echo".into(), hostname: "h".into(), addrs, metadata: metadata.into(), status, color,
             ..Instance::default()
         };
         record.reconcile_color();

@@ -26,11 +26,15 @@
 //! assert_eq!(instance.color(), None);
 //! ```
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+
+mod metadata;
+
+pub use self::metadata::{Iter as MetadataIter, Metadata};
 
 /// Metadata key of the colour lane. Absent means the base lane.
 pub const COLOR: &str = "color";
@@ -74,7 +78,7 @@ pub struct Instance {
     pub endpoints: Vec<Endpoint>,
     /// Free-form metadata; see [`COLOR`], [`WEIGHT`] and [`ZONE`].
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: Metadata,
 }
 
 /// A weight that is present but not a positive integer.
@@ -104,7 +108,7 @@ impl Instance {
             service: service.into(),
             version: String::new(),
             endpoints: Vec::new(),
-            metadata: BTreeMap::new(),
+            metadata: Metadata::new(),
         }
     }
 

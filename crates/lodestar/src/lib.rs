@@ -60,7 +60,7 @@ pub mod url;
 
 pub use discovery::{Change, Discovery, Snapshot, Watch};
 pub use error::{BoxError, Error, ErrorChain};
-pub use instance::{Endpoint, Instance};
+pub use instance::{Endpoint, Instance, Metadata};
 pub use registry::{Override, Registrar, Registration, RegistrationState, Registry, Status};
 pub use subscriber::{Subscriber, Subscription};
 

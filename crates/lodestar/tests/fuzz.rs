@@ -183,3 +183,55 @@ fn a_huge_record_decodes_in_proportion_to_its_size() {
     let instance = Instance::from_json(record.to_string().as_bytes()).unwrap();
     assert_eq!(instance.endpoints.len(), 50_000);
 }
+
+/// One operation on a metadata map, keys from a small set so they collide.
+#[derive(Clone, Debug)]
+enum MetadataOp {
+    Insert(String, String),
+    Remove(String),
+    Extend(Vec<(String, String)>),
+    GetOrInsert(String, String),
+}
+
+fn metadata_op() -> impl Strategy<Value = MetadataOp> {
+    let key = "[a-e]{0,2}";
+    prop_oneof![
+        (key, ".{0,4}").prop_map(|(k, v)| MetadataOp::Insert(k, v)),
+        key.prop_map(MetadataOp::Remove),
+        prop::collection::vec((key, ".{0,4}"), 0..6).prop_map(MetadataOp::Extend),
+        (key, ".{0,4}").prop_map(|(k, v)| MetadataOp::GetOrInsert(k, v)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `Metadata` (a sorted vector) answers every operation as the
+    /// `BTreeMap<String, String>` it replaced did, and serializes the same.
+    #[test]
+    fn metadata_behaves_as_a_btreemap(ops in prop::collection::vec(metadata_op(), 0..24)) {
+        use std::collections::BTreeMap;
+        let (mut ours, mut theirs) = (lodestar::Metadata::new(), BTreeMap::<String, String>::new());
+        for op in ops {
+            match op {
+                MetadataOp::Insert(k, v) => {
+                    prop_assert_eq!(ours.insert(k.clone(), v.clone()), theirs.insert(k, v));
+                }
+                MetadataOp::Remove(k) => prop_assert_eq!(ours.remove(&k), theirs.remove(&k)),
+                MetadataOp::Extend(pairs) => {
+                    ours.extend(pairs.clone());
+                    theirs.extend(pairs);
+                }
+                MetadataOp::GetOrInsert(k, v) => {
+                    let a = ours.get_or_insert_with(k.clone(), || v.clone()).clone();
+                    prop_assert_eq!(&a, theirs.entry(k).or_insert(v));
+                }
+            }
+            prop_assert_eq!(ours.len(), theirs.len());
+            prop_assert!(ours.iter().eq(theirs.iter()));
+        }
+        prop_assert_eq!(serde_json::to_string(&ours).unwrap(), serde_json::to_string(&theirs).unwrap());
+        let back: lodestar::Metadata = serde_json::from_str(&serde_json::to_string(&theirs).unwrap()).unwrap();
+        prop_assert_eq!(back, ours);
+    }
+}

@@ -570,9 +570,9 @@ fn parse_status(text: &str) -> Result<u32, Rejection> {
 
 /// Metadata is a JSON object given as a string; values that are not
 /// strings are kept as their JSON text.
-fn parse_metadata(text: &str) -> Result<BTreeMap<String, String>, Rejection> {
+fn parse_metadata(text: &str) -> Result<lodestar::Metadata, Rejection> {
     if text.trim().is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(lodestar::Metadata::new());
     }
     let object: serde_json::Map<String, Value> = serde_json::from_str(text)
         .map_err(|e| bad(&format!("metadata is not a JSON object: {e}")))?;
