@@ -61,6 +61,7 @@ mod writes;
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
+use axum::serve::ListenerExt;
 use lodestar::Registry;
 use tokio::{net::TcpListener, task::JoinSet};
 
@@ -116,6 +117,10 @@ impl Dashboard {
             shutdown.await;
             shared.close();
         };
+        // Events are small writes on a long response: no Nagle delay.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

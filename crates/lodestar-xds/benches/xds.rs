@@ -37,7 +37,7 @@ use tokio::{
     process::Command,
     sync::mpsc,
 };
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 /// The service the fan-out streams subscribe to (endpoints on a closed
 /// port: only the resources matter).
@@ -170,7 +170,9 @@ async fn echo_unregistered(id: &str) -> (u16, tokio::task::JoinHandle<()>) {
         let _ = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(EchoServer::new(EchoService::new(instance)))
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await;
     });
     (port, task)
