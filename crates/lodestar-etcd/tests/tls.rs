@@ -41,24 +41,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA, and a server certificate for 127.0.0.1 signed by it.
 fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=lodestar test CA",
-        ],
-    );
+    ca(dir, "ca", "lodestar test CA");
     openssl(
         dir,
         &[
@@ -142,24 +125,18 @@ fn client_certificate(dir: &Path, ca: &str, name: &str) {
     );
 }
 
-/// A second CA, nobody's: its certificates are not trusted by etcd.
-fn rogue_ca(dir: &Path) {
+/// A self-signed CA: `NAME.key` and `NAME.pem` in `dir`.
+fn ca(dir: &Path, name: &str, subject: &str) {
+    let (key, pem, subj) = (
+        format!("{name}.key"),
+        format!("{name}.pem"),
+        format!("/CN={subject}"),
+    );
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "rogue-ca.key",
-            "-out",
-            "rogue-ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=rogue CA",
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &pem,
+            "-days", "1", "-subj", &subj,
         ],
     );
 }
@@ -185,7 +162,7 @@ fn start_with(extra: &[&str]) -> TlsEtcd {
     certificates(&dir);
     if !extra.is_empty() {
         client_certificate(&dir, "ca", "client");
-        rogue_ca(&dir);
+        ca(&dir, "rogue-ca", "rogue CA");
         client_certificate(&dir, "rogue-ca", "rogue");
     }
     let (port, peer) = (free_port(), free_port());
